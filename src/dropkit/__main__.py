@@ -1,0 +1,3 @@
+from dropkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Input checks shared by every entry point: one helper per kind of argument, one message each.
+
+Every check runs before any state changes, so a rejected call leaves layers and arrays as they were.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+UINT64_LIMIT = 2**64
+MODES = ("inverted", "classic")
+
+
+def check_probability(p: Any, name: str = "p") -> float:
+    """Return ``p`` as a float in [0, 1]; raise ``TypeError``/``ValueError`` otherwise.
+
+    The message is PyTorch's, so code that matches torch's error keeps working.
+    """
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{name} must be a real number in [0, 1], got {type(p).__name__}")
+    p = float(p)
+    if math.isnan(p) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    return p
+
+
+def check_uint64(name: str, value: Any) -> int:
+    """Return ``value`` as a Python int in [0, 2**64) (seeds, streams, offsets)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer in [0, 2**64), got {type(value).__name__}")
+    value = int(value)
+    if not 0 <= value < UINT64_LIMIT:
+        raise ValueError(f"{name} must be an integer in [0, 2**64), got {value}")
+    return value
+
+
+def check_mode(mode: Any) -> str:
+    """Return ``mode`` if it is ``"inverted"`` or ``"classic"``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'inverted' or 'classic', got {mode!r}")
+    return mode
+
+
+def check_float_array(name: str, x: Any) -> np.ndarray:
+    """Return ``x`` as a floating-point ndarray (float16, float32 or float64), without copying."""
+    array = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if array.dtype not in (np.float16, np.float32, np.float64):
+        raise TypeError(
+            f"{name} must be a floating-point array (float16, float32 or float64), got dtype {array.dtype}"
+        )
+    return array
+
+
+def check_keep_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Return a caller-supplied keep mask as a bool array of ``shape``; its values must be 0 or 1."""
+    array = np.asarray(mask)
+    if array.shape != tuple(shape):
+        raise ValueError(f"mask must have the shape of x, {tuple(shape)}, got {array.shape}")
+    if array.dtype != np.bool_:
+        if array.dtype.kind not in "iuf" or not np.isin(array, (0, 1)).all():
+            raise ValueError("mask must contain only 0 and 1 (or be a bool array)")
+        array = array.astype(bool)
+    return array

@@ -1,0 +1,49 @@
+"""The reference dropout kernel in NumPy: draw the keep mask, then scale the kept elements.
+
+Rounding rule, shared by every backend: ``x * scale`` is formed in float32 (float64 for
+float64 data), with ``scale`` rounded once to that type, and the product rounded once to the
+data type. Dropped elements are exactly zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dropkit.philox import keep_range
+
+
+def compute_dtype(dtype: np.dtype) -> type[np.floating]:
+    """The type products are formed in: float64 for float64 data, float32 otherwise."""
+    return np.float64 if dtype == np.float64 else np.float32
+
+
+def scale_kept(x: np.ndarray, keep: np.ndarray | None, scale: float) -> np.ndarray:
+    """``x * keep * scale`` in ``x``'s dtype (``keep=None`` keeps everything).
+
+    Args:
+        x: floating-point array, any shape.
+        keep: bool array broadcastable to ``x`` (a mask shape with 1s where it broadcasts).
+        scale: the factor applied to kept elements.
+
+    >>> scale_kept(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1, 0, 1, 0], bool), 2.0).tolist()
+    [2.0, 0.0, 6.0, 0.0]
+    """
+    wide = compute_dtype(x.dtype)
+    scaled = np.multiply(x, wide(scale), dtype=wide)
+    if keep is not None:
+        scaled = np.where(keep, scaled, wide(0))
+    return scaled.astype(x.dtype, copy=False)
+
+
+def dropout_apply(
+    x: np.ndarray, p: float, *, seed: int, stream: int, scale: float, start: int = 0
+) -> np.ndarray:
+    """Dropout of ``x`` with the contract's mask for flat indexes ``start, start + 1, ...``.
+
+    ``out[i] = keep(start + i) ? x[i] * scale : 0`` over ``x``'s row-major flat index ``i``.
+    ``p == 1`` gives zeros without touching ``scale`` (which would be infinite).
+    """
+    if p == 1.0:
+        return np.zeros_like(x)
+    keep = keep_range(p, seed, stream, start, x.size).reshape(x.shape)
+    return scale_kept(x, keep, scale)
