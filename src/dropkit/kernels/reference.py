@@ -36,14 +36,33 @@ def scale_kept(x: np.ndarray, keep: np.ndarray | None, scale: float) -> np.ndarr
 
 
 def dropout_apply(
-    x: np.ndarray, p: float, *, seed: int, stream: int, scale: float, start: int = 0
+    x: np.ndarray,
+    p: float,
+    *,
+    seed: int,
+    stream: int,
+    scale: float,
+    start: int = 0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Dropout of ``x`` with the contract's mask for flat indexes ``start, start + 1, ...``.
 
     ``out[i] = keep(start + i) ? x[i] * scale : 0`` over ``x``'s row-major flat index ``i``.
     ``p == 1`` gives zeros without touching ``scale`` (which would be infinite).
+
+    Args:
+        x: floating-point array, any shape and strides.
+        out: optional array of ``x``'s shape and dtype to write into (``out=x`` is in place).
+
+    Returns:
+        ``out`` if given, else a new array.
     """
     if p == 1.0:
-        return np.zeros_like(x)
-    keep = keep_range(p, seed, stream, start, x.size).reshape(x.shape)
-    return scale_kept(x, keep, scale)
+        result = np.zeros_like(x)
+    else:
+        keep = keep_range(p, seed, stream, start, x.size).reshape(x.shape)
+        result = scale_kept(x, keep, scale)
+    if out is None:
+        return result
+    out[...] = result
+    return out
