@@ -11,8 +11,12 @@ Classic dropout, as in the paper::
     training:  y = x * m                                         dL/dx = dL/dy * m
     inference: y = x * (1 - p)
 
-The mask ``m`` is the contract's ``keep_mask(shape, p, seed=seed, stream=stream)``, so the
+The mask ``m`` is the contract's ``keep_mask(mask_shape, p, seed=seed, stream=stream)``, so the
 layer keeps only ``(seed, stream)`` for backward and regenerates ``m`` there.
+
+The structured variants in this module differ only in the *mask shape*: the mask is drawn over
+it and broadcast to the input (channel dropout draws over ``(N, C)``, locked dropout over
+``(N, H)``, drop-path over ``(N,)``), exactly as ``../shared/DESIGN.md`` specifies.
 """
 
 from __future__ import annotations
@@ -31,8 +35,20 @@ from dropkit._validation import (
     check_uint64,
 )
 from dropkit.kernels import dropout_apply, scale_kept
+from dropkit.philox import keep_mask
 
-__all__ = ["Dropout", "dropout"]
+__all__ = [
+    "ChannelDropout",
+    "DropPath",
+    "Dropout",
+    "LockedDropout",
+    "channel_dropout",
+    "drop_path",
+    "dropout",
+    "locked_dropout",
+]
+
+Shape = tuple[int, ...]
 
 
 def _training_scale(p: float, mode: str) -> float:
@@ -47,6 +63,74 @@ def _inference(x: np.ndarray, p: float, mode: str) -> np.ndarray:
     return x if mode == "inverted" else scale_kept(x, None, 1.0 - p)
 
 
+def masked_dropout(
+    x: np.ndarray, p: float, mask_shape: Shape, *, seed: int, stream: int, scale: float
+) -> np.ndarray:
+    """``x * m * scale`` with ``m = keep_mask(mask_shape, p, seed, stream)`` broadcast to ``x``.
+
+    The one place the NumPy layers draw and apply a mask. A full-shape mask goes through the
+    fast kernels (no mask is materialized); a smaller mask shape is drawn, then broadcast.
+    """
+    if mask_shape == x.shape:
+        return dropout_apply(x, p, seed=seed, stream=stream, scale=scale)
+    if p == 1.0:
+        return np.zeros_like(x)
+    return scale_kept(x, keep_mask(mask_shape, p, seed=seed, stream=stream), scale)
+
+
+# --- mask shapes: the only thing that differs between the Bernoulli variants -----------------
+
+
+def noise_mask_shape(shape: Shape, noise_shape: Any) -> Shape:
+    """Keras' ``noise_shape``: x's rank, each entry 1 (shared), ``None`` or x's size (drawn)."""
+    if noise_shape is None:
+        return shape
+    noise = tuple(noise_shape)
+    if len(noise) != len(shape) or any(n not in (None, 1, d) for n, d in zip(noise, shape, strict=False)):
+        raise ValueError(
+            f"noise_shape must have x's rank {len(shape)}, each entry 1, None or x's size; "
+            f"got {noise} for x of shape {shape}"
+        )
+    return tuple(d if n is None else n for n, d in zip(noise, shape, strict=False))
+
+
+def channel_mask_shape(shape: Shape, spatial_dims: int) -> Shape:
+    """``(N, C, *spatial)`` -> ``(N, C, 1, ...)``; unbatched ``(C, *spatial)`` -> ``(C, 1, ...)``."""
+    if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, int) or spatial_dims < 1:
+        raise ValueError(f"spatial_dims must be a positive int, got {spatial_dims!r}")
+    if len(shape) not in (spatial_dims + 1, spatial_dims + 2):
+        raise ValueError(
+            f"dropout{spatial_dims}d: Expected {spatial_dims + 1}D or {spatial_dims + 2}D input, "
+            f"but received a {len(shape)}D input (channel dropout takes (N, C, *spatial) or "
+            f"(C, *spatial) with {spatial_dims} spatial dimension(s))"
+        )
+    return shape[: len(shape) - spatial_dims] + (1,) * spatial_dims
+
+
+def locked_mask_shape(shape: Shape, batch_first: bool) -> Shape:
+    """``(T, N, H)`` -> ``(1, N, H)``; with ``batch_first`` ``(N, T, H)`` -> ``(N, 1, H)``."""
+    time_dim = 1 if batch_first else 0
+    if len(shape) < time_dim + 2:
+        layout = "(N, T, *features)" if batch_first else "(T, N, *features) or (T, *features)"
+        raise ValueError(f"locked dropout expects x of shape {layout}, got a {len(shape)}D input")
+    return (*shape[:time_dim], 1, *shape[time_dim + 1 :])
+
+
+DROP_PATH_MODES = ("row", "batch")
+
+
+def drop_path_mask_shape(shape: Shape, mode: str) -> Shape:
+    """``"row"``: one decision per sample, ``(N, 1, ...)``; ``"batch"``: one for all, ``(1, ...)``."""
+    if mode not in DROP_PATH_MODES:
+        raise ValueError(f"mode must be 'row' or 'batch', got {mode!r}")
+    if not shape:
+        raise ValueError("drop path expects x with a batch dimension, got a 0D input")
+    return (shape[0] if mode == "row" else 1,) + (1,) * (len(shape) - 1)
+
+
+# --- functional forms ------------------------------------------------------------------------
+
+
 def dropout(
     x: Any,
     p: float = 0.5,
@@ -55,12 +139,13 @@ def dropout(
     seed: int,
     stream: int = 0,
     mode: str = "inverted",
+    noise_shape: Any = None,
 ) -> np.ndarray:
     """Dropout of ``x`` with the mask drawn from ``(seed, stream)``.
 
-    ``y = x * keep_mask(x.shape, p, seed=seed, stream=stream) * scale`` with ``scale = 1/(1-p)``
-    (``mode="inverted"``) or ``1`` (``mode="classic"``). Not training: ``x`` itself (inverted)
-    or ``x * (1 - p)`` (classic).
+    ``y = x * m * scale``, ``m = keep_mask(noise_shape or x.shape, p, seed, stream)`` broadcast
+    to ``x``; ``scale = 1/(1-p)`` (``mode="inverted"``) or ``1`` (``mode="classic"``). Not
+    training: ``x`` itself (inverted) or ``x * (1 - p)`` (classic).
 
     Args:
         x: floating-point array (float16, float32 or float64), any shape.
@@ -68,31 +153,221 @@ def dropout(
         training: apply the mask (True) or the inference rule (False).
         seed, stream: unsigned 64-bit integers naming the mask.
         mode: ``"inverted"`` or ``"classic"``.
+        noise_shape: Keras' mask shape: x's rank, 1 where the mask is shared (broadcast), ``None``
+            or x's size where it is drawn. ``(N, 1, 1, C)`` on NHWC drops whole channels.
 
     Shape: output has ``x``'s shape and dtype.
 
     >>> dropout(np.ones((2, 4)), 0.5, seed=0).tolist()
     [[0.0, 2.0, 2.0, 2.0], [2.0, 0.0, 2.0, 0.0]]
+    >>> dropout(np.ones((2, 4)), 0.5, seed=0, noise_shape=(None, 1)).tolist()
+    [[0.0, 0.0, 0.0, 0.0], [2.0, 2.0, 2.0, 2.0]]
     """
     x = check_float_array("x", x)
     p, mode = check_probability(p), check_mode(mode)
+    mask_shape = noise_mask_shape(x.shape, noise_shape)
     if not training:
         return _inference(x, p, mode)
-    return dropout_apply(x, p, seed=seed, stream=stream, scale=_training_scale(p, mode))
+    return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=_training_scale(p, mode))
+
+
+def channel_dropout(
+    x: Any,
+    p: float = 0.5,
+    *,
+    spatial_dims: int = 2,
+    training: bool = True,
+    seed: int,
+    stream: int = 0,
+    mode: str = "inverted",
+) -> np.ndarray:
+    """Channel (spatial) dropout: zero whole feature maps (torch's Dropout1d/2d/3d, Keras' SpatialDropout).
+
+    Use it after convolutions, where neighbouring activations are correlated and element-wise
+    dropout barely regularizes (Tompson et al. 2015). The mask is drawn over ``(N, C)``.
+
+    Args:
+        spatial_dims: number of spatial dimensions (1, 2 or 3 for torch's Dropout1d/2d/3d). It is
+            explicit, so a 3-D input is never guessed at: with ``spatial_dims=2`` it is an
+            unbatched ``(C, H, W)``, with ``spatial_dims=1`` a batched ``(N, C, L)``.
+
+    Shape: ``(N, C, *spatial)`` or ``(C, *spatial)``; output the same.
+
+    >>> channel_dropout(np.ones((1, 3, 2, 2)), 0.5, seed=0)[0, :, 0, 0].tolist()
+    [0.0, 2.0, 2.0]
+    """
+    x = check_float_array("x", x)
+    p, mode = check_probability(p), check_mode(mode)
+    mask_shape = channel_mask_shape(x.shape, spatial_dims)
+    if not training:
+        return _inference(x, p, mode)
+    return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=_training_scale(p, mode))
+
+
+def locked_dropout(
+    x: Any,
+    p: float = 0.5,
+    *,
+    batch_first: bool = False,
+    training: bool = True,
+    seed: int,
+    stream: int = 0,
+    mode: str = "inverted",
+) -> np.ndarray:
+    """Locked (variational) dropout: one mask per sequence, shared by every time step.
+
+    Use it on RNN inputs and outputs (Gal & Ghahramani 2016; AWD-LSTM's LockedDropout): a fresh
+    mask per step would inject noise the recurrence amplifies. The mask is drawn over ``(N, H)``.
+
+    Shape: ``(T, N, *features)``, or ``(N, T, *features)`` with ``batch_first``; output the same.
+
+    >>> y = locked_dropout(np.ones((3, 1, 4)), 0.5, seed=0)
+    >>> (y[0] == y[1]).all() and (y[1] == y[2]).all()
+    np.True_
+    """
+    x = check_float_array("x", x)
+    p, mode = check_probability(p), check_mode(mode)
+    mask_shape = locked_mask_shape(x.shape, batch_first)
+    if not training:
+        return _inference(x, p, mode)
+    return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=_training_scale(p, mode))
+
+
+def drop_path(
+    x: Any,
+    p: float = 0.0,
+    *,
+    mode: str = "row",
+    scale_by_keep: bool = True,
+    training: bool = True,
+    seed: int,
+    stream: int = 0,
+) -> np.ndarray:
+    """Drop path (stochastic depth, Huang et al. 2016): drop a residual branch for whole samples.
+
+    Apply it to a residual branch's output before the addition: ``x + drop_path(f(x), p)``.
+    ``mode="row"`` drops per sample (mask over ``(N,)``), ``"batch"`` the whole batch at once
+    (torchvision's ``StochasticDepth``). Kept samples are scaled by ``1/(1-p)`` unless
+    ``scale_by_keep=False`` (timm); inference is always the identity.
+
+    Shape: ``(N, ...)``; output the same.
+
+    >>> drop_path(np.ones((4, 2)), 0.5, seed=0)[:, 0].tolist()
+    [0.0, 2.0, 2.0, 2.0]
+    """
+    x = check_float_array("x", x)
+    p = check_probability(p)
+    mask_shape = drop_path_mask_shape(x.shape, mode)
+    if not training:
+        return x
+    scale = 1.0 if not scale_by_keep or p == 1.0 else 1.0 / (1.0 - p)
+    return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=scale)
+
+
+# --- layers ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Replay:
     """All backward needs to rebuild a forward's mask: O(1) state, or a 1-bit packed mask."""
 
-    shape: tuple[int, ...]
+    shape: Shape
     p: float
-    scale: float
-    stream: int | None = None  # the mask is keep_mask(shape, p, seed, stream) ...
+    stream: int | None = None  # the mask is regenerated from (seed, stream) ...
     packed_mask: np.ndarray | None = None  # ... or a caller-supplied mask, 1 bit per element
+    mask_shape: Shape = ()
 
 
-class Dropout:
+class _MaskDropout:
+    """Shared machinery of the stochastic layers: streams, train/eval, backward by replay.
+
+    A subclass says how its mask is shaped (``_mask_shape``), how a training call draws and
+    applies it (``_apply``, its functional form), what inference is, and what backward applies
+    to the gradient (by default the same op: the derivative of ``x * m * s`` is ``m * s``).
+    """
+
+    accepts_mask = True  # False for layers whose randomness is not a Bernoulli keep mask
+
+    def __init__(self, p: float, *, seed: int | None):
+        self.p = check_probability(p)
+        self.seed = secrets.randbits(64) if seed is None else check_uint64("seed", seed)
+        self.training = True
+        self.calls = 0  # training calls so far; the next one uses stream `calls`
+        self._replay: _Replay | None = None
+
+    def _mask_shape(self, shape: Shape) -> Shape:
+        raise NotImplementedError
+
+    def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _inference(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _training_scale(self, p: float) -> float:
+        raise NotImplementedError
+
+    def _grad(self, grad: np.ndarray, p: float, stream: int) -> np.ndarray:
+        return self._apply(grad, p, stream)
+
+    def _apply_keep(self, x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
+        return scale_kept(x, keep, self._training_scale(p))
+
+    def _grad_keep(self, grad: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
+        return scale_kept(grad, keep, self._training_scale(p))
+
+    def train(self, mode: bool = True) -> _MaskDropout:
+        """Set training mode (``forward``'s default); returns ``self``."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> _MaskDropout:
+        """Set inference mode; returns ``self``."""
+        return self.train(False)
+
+    def forward(self, x: Any, training: bool | None = None, *, mask: Any = None) -> np.ndarray:
+        """Apply the layer to ``x``.
+
+        Args:
+            x: floating-point array.
+            training: ``None`` follows ``train()``/``eval()`` (training by default).
+            mask: optional 0/1 keep mask of the layer's mask shape to use instead of drawing one
+                (for teaching and tests); it does not advance the stream.
+        """
+        x = check_float_array("x", x)
+        mask_shape = self._mask_shape(x.shape)
+        if mask is not None and not self.accepts_mask:
+            raise TypeError(f"{type(self).__name__} draws no keep mask, so mask= is not accepted")
+        keep = None if mask is None else check_keep_mask(mask, mask_shape)
+        if not (self.training if training is None else training):
+            return self._inference(x)
+        if keep is not None:
+            self._replay = _Replay(x.shape, self.p, packed_mask=np.packbits(keep), mask_shape=mask_shape)
+            return self._apply_keep(x, keep, self.p)
+        stream, self.calls = self.calls, self.calls + 1
+        self._replay = _Replay(x.shape, self.p, stream=stream)
+        return self._apply(x, self.p, stream)
+
+    __call__ = forward
+
+    def backward(self, grad: Any) -> np.ndarray:
+        """``dL/dx`` from ``dL/dy``, replaying the latest training forward's randomness."""
+        replay = self._replay
+        if replay is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called before any training forward; run forward first"
+            )
+        grad = check_float_array("grad", grad)
+        if grad.shape != replay.shape:
+            raise ValueError(f"grad must have the forward input's shape {replay.shape}, got {grad.shape}")
+        if replay.packed_mask is not None:
+            size = int(np.prod(replay.mask_shape))
+            keep = np.unpackbits(replay.packed_mask, count=size).astype(bool)
+            return self._grad_keep(grad, keep.reshape(replay.mask_shape), replay.p)
+        return self._grad(grad, replay.p, replay.stream)
+
+
+class Dropout(_MaskDropout):
     """Dropout layer with explicit ``forward`` and ``backward`` (NumPy reference).
 
     Each training call takes the next stream (0, 1, 2, ...), so ``Dropout(p, seed=s)`` draws
@@ -104,6 +379,7 @@ class Dropout:
         mode: ``"inverted"`` (scale by 1/(1-p) in training) or ``"classic"`` (scale by 1-p at
             inference).
         seed: unsigned 64-bit seed; ``None`` draws a fresh one from OS entropy.
+        noise_shape: optional mask shape, as in :func:`dropout`.
 
     Shape: any; output has the input's shape and dtype.
 
@@ -115,59 +391,123 @@ class Dropout:
     [[0.0, 2.0, 2.0, 2.0], [2.0, 0.0, 2.0, 0.0]]
     """
 
-    def __init__(self, p: float = 0.5, *, mode: str = "inverted", seed: int | None = None):
-        self.p = check_probability(p)
+    def __init__(
+        self,
+        p: float = 0.5,
+        *,
+        mode: str = "inverted",
+        seed: int | None = None,
+        noise_shape: Any = None,
+    ):
+        super().__init__(p, seed=seed)
         self.mode = check_mode(mode)
-        self.seed = secrets.randbits(64) if seed is None else check_uint64("seed", seed)
-        self.training = True
-        self.calls = 0  # training calls so far; the next one uses stream `calls`
-        self._replay: _Replay | None = None
+        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
 
-    def train(self, mode: bool = True) -> Dropout:
-        """Set training mode (``forward``'s default); returns ``self``."""
-        self.training = bool(mode)
-        return self
+    def _mask_shape(self, shape: Shape) -> Shape:
+        return noise_mask_shape(shape, self.noise_shape)
 
-    def eval(self) -> Dropout:
-        """Set inference mode; returns ``self``."""
-        return self.train(False)
+    def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
+        return dropout(x, p, seed=self.seed, stream=stream, mode=self.mode, noise_shape=self.noise_shape)
 
-    def forward(self, x: Any, training: bool | None = None, *, mask: Any = None) -> np.ndarray:
-        """Apply dropout to ``x``.
+    def _inference(self, x: np.ndarray) -> np.ndarray:
+        return _inference(x, self.p, self.mode)
 
-        Args:
-            x: floating-point array, any shape.
-            training: ``None`` follows ``train()``/``eval()`` (training by default).
-            mask: optional 0/1 keep mask of ``x``'s shape to use instead of drawing one (for
-                teaching and tests); it does not advance the stream.
-        """
-        x = check_float_array("x", x)
-        keep = None if mask is None else check_keep_mask(mask, x.shape)
-        if not (self.training if training is None else training):
-            return _inference(x, self.p, self.mode)
-        scale = _training_scale(self.p, self.mode)
-        if keep is not None:
-            self._replay = _Replay(x.shape, self.p, scale, packed_mask=np.packbits(keep))
-            return scale_kept(x, keep, scale)
-        stream, self.calls = self.calls, self.calls + 1
-        self._replay = _Replay(x.shape, self.p, scale, stream=stream)
-        return dropout(x, self.p, seed=self.seed, stream=stream, mode=self.mode)
-
-    __call__ = forward
-
-    def backward(self, grad: Any) -> np.ndarray:
-        """``dL/dx = dL/dy * m * scale``, with the latest training forward's mask ``m``."""
-        replay = self._replay
-        if replay is None:
-            raise RuntimeError("Dropout.backward called before any training forward; run forward first")
-        grad = check_float_array("grad", grad)
-        if grad.shape != replay.shape:
-            raise ValueError(f"grad must have the forward input's shape {replay.shape}, got {grad.shape}")
-        if replay.packed_mask is not None:
-            keep = np.unpackbits(replay.packed_mask, count=grad.size).astype(bool)
-            return scale_kept(grad, keep.reshape(grad.shape), replay.scale)
-        # The derivative of x -> x * m * scale is m * scale: the same op applied to grad.
-        return dropout_apply(grad, replay.p, seed=self.seed, stream=replay.stream, scale=replay.scale)
+    def _training_scale(self, p: float) -> float:
+        return _training_scale(p, self.mode)
 
     def __repr__(self) -> str:
-        return f"Dropout(p={self.p}, mode={self.mode!r}, seed={self.seed})"
+        shape = "" if self.noise_shape is None else f", noise_shape={self.noise_shape}"
+        return f"Dropout(p={self.p}, mode={self.mode!r}, seed={self.seed}{shape})"
+
+
+class ChannelDropout(Dropout):
+    """Channel dropout layer: whole feature maps kept or dropped; see :func:`channel_dropout`.
+
+    >>> layer = ChannelDropout(0.5, spatial_dims=1, seed=0)
+    >>> layer(np.ones((1, 3, 2)))[0].tolist()
+    [[0.0, 0.0], [2.0, 2.0], [2.0, 2.0]]
+    """
+
+    def __init__(
+        self, p: float = 0.5, *, spatial_dims: int = 2, mode: str = "inverted", seed: int | None = None
+    ):
+        channel_mask_shape((1,) * (spatial_dims + 2), spatial_dims)  # validates spatial_dims
+        super().__init__(p, mode=mode, seed=seed)
+        self.spatial_dims = spatial_dims
+
+    def _mask_shape(self, shape: Shape) -> Shape:
+        return channel_mask_shape(shape, self.spatial_dims)
+
+    def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
+        return channel_dropout(
+            x, p, spatial_dims=self.spatial_dims, seed=self.seed, stream=stream, mode=self.mode
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ChannelDropout(p={self.p}, spatial_dims={self.spatial_dims}, mode={self.mode!r}, "
+            f"seed={self.seed})"
+        )
+
+
+class LockedDropout(Dropout):
+    """Locked (variational) dropout layer: one mask shared by all time steps; see :func:`locked_dropout`.
+
+    >>> y = LockedDropout(0.5, seed=0)(np.ones((5, 2, 3)))
+    >>> bool((y == y[0]).all())
+    True
+    """
+
+    def __init__(
+        self, p: float = 0.5, *, batch_first: bool = False, mode: str = "inverted", seed: int | None = None
+    ):
+        super().__init__(p, mode=mode, seed=seed)
+        self.batch_first = bool(batch_first)
+
+    def _mask_shape(self, shape: Shape) -> Shape:
+        return locked_mask_shape(shape, self.batch_first)
+
+    def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
+        return locked_dropout(
+            x, p, batch_first=self.batch_first, seed=self.seed, stream=stream, mode=self.mode
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"LockedDropout(p={self.p}, batch_first={self.batch_first}, mode={self.mode!r}, seed={self.seed})"
+        )
+
+
+class DropPath(_MaskDropout):
+    """Drop-path (stochastic depth) layer; see :func:`drop_path`.
+
+    >>> DropPath(0.5, seed=0)(np.ones((4, 2)))[:, 0].tolist()
+    [0.0, 2.0, 2.0, 2.0]
+    """
+
+    def __init__(
+        self, p: float = 0.0, *, mode: str = "row", scale_by_keep: bool = True, seed: int | None = None
+    ):
+        drop_path_mask_shape((1,), mode)  # validates mode
+        super().__init__(p, seed=seed)
+        self.mode = mode
+        self.scale_by_keep = bool(scale_by_keep)
+
+    def _mask_shape(self, shape: Shape) -> Shape:
+        return drop_path_mask_shape(shape, self.mode)
+
+    def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
+        return drop_path(
+            x, p, mode=self.mode, scale_by_keep=self.scale_by_keep, seed=self.seed, stream=stream
+        )
+
+    def _inference(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def _training_scale(self, p: float) -> float:
+        return 1.0 if not self.scale_by_keep or p == 1.0 else 1.0 / (1.0 - p)
+
+    def __repr__(self) -> str:
+        return (
+            f"DropPath(p={self.p}, mode={self.mode!r}, scale_by_keep={self.scale_by_keep}, seed={self.seed})"
+        )

@@ -1,0 +1,184 @@
+"""DropBlock (Ghiasi, Lin, Le, "DropBlock: a regularization method for convolutional networks",
+NeurIPS 2018), NumPy reference, with timm's block size and gamma.
+
+Dropping single activations of a feature map barely regularizes a CNN: neighbours carry the
+same information. DropBlock drops contiguous ``block_size x block_size`` squares instead. Block
+centres are drawn with the seed rate ``gamma`` (the contract's keep decision with ``p = gamma``:
+a centre where the element is *not* kept), only where the whole block fits in the map, each
+centre's block is zeroed, and the survivors are rescaled by ``numel / kept`` as timm does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from dropkit._validation import check_float_array, check_probability
+from dropkit.kernels import scale_kept
+from dropkit.layers import Shape, _MaskDropout
+from dropkit.philox import keep_mask
+
+__all__ = ["DropBlock2d", "drop_block2d", "drop_block_keep"]
+
+
+def _check_block(shape: Shape, block_size: Any, gamma_scale: Any, batchwise: bool) -> Shape:
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    if isinstance(gamma_scale, bool) or not isinstance(gamma_scale, (int, float)) or not gamma_scale > 0:
+        raise ValueError(f"gamma_scale must be a positive number, got {gamma_scale!r}")
+    if len(shape) != 4:
+        raise ValueError(f"DropBlock2d expects x of shape (N, C, H, W), got a {len(shape)}D input")
+    return (1, *shape[1:]) if batchwise else shape
+
+
+def seed_rate(p: float, block_size: int, height: int, width: int, gamma_scale: float = 1.0) -> float:
+    """timm's gamma: the rate of block centres that makes the dropped fraction about ``p``.
+
+    ``gamma = gamma_scale * p * H * W / k**2 / ((H - k + 1) * (W - k + 1))`` with
+    ``k = min(block_size, H, W)`` (timm clips ``k`` for the pooling but not in this formula;
+    dropkit uses the clipped ``k`` in both), capped at 1.
+    """
+    k = min(block_size, height, width)
+    return min(1.0, gamma_scale * p * height * width / k**2 / ((height - k + 1) * (width - k + 1)))
+
+
+def drop_block_keep(
+    shape: Shape,
+    p: float,
+    *,
+    block_size: int = 7,
+    gamma_scale: float = 1.0,
+    batchwise: bool = False,
+    seed: int,
+    stream: int = 0,
+) -> np.ndarray:
+    """DropBlock's keep mask (bool) for an ``(N, C, H, W)`` input: ``(N, C, H, W)``, or
+    ``(1, C, H, W)`` with ``batchwise`` (one mask for the whole batch).
+
+    >>> drop_block_keep((1, 1, 5, 5), 0.3, block_size=3, seed=1).astype(int)[0, 0]
+    array([[1, 1, 1, 1, 1],
+           [1, 1, 0, 0, 0],
+           [1, 1, 0, 0, 0],
+           [1, 1, 0, 0, 0],
+           [1, 1, 1, 1, 1]])
+    """
+    mask_shape = _check_block(tuple(shape), block_size, gamma_scale, batchwise)
+    p = check_probability(p)
+    height, width = mask_shape[-2:]
+    k = min(block_size, height, width)
+    gamma = seed_rate(p, block_size, height, width, gamma_scale)
+    rows, cols = np.arange(height)[:, None], np.arange(width)[None, :]
+    fits = (
+        (rows >= k // 2) & (rows < height - (k - 1) // 2) & (cols >= k // 2) & (cols < width - (k - 1) // 2)
+    )
+    centres = ~keep_mask(mask_shape, gamma, seed=seed, stream=stream) & fits
+    # A centre at (i, j) drops rows i - k//2 ... i - k//2 + k - 1 (and the same for columns).
+    before, after = (k - 1) // 2, k // 2
+    padded = np.pad(centres, ((0, 0), (0, 0), (before, after), (before, after)))
+    dropped = sliding_window_view(padded, (k, k), axis=(-2, -1)).any(axis=(-2, -1))
+    return ~dropped
+
+
+def _apply_block_keep(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    kept = int(keep.sum())
+    if kept == 0:
+        return np.zeros_like(x)
+    return scale_kept(x, keep, keep.size / kept)
+
+
+def drop_block2d(
+    x: Any,
+    p: float = 0.1,
+    *,
+    block_size: int = 7,
+    gamma_scale: float = 1.0,
+    batchwise: bool = False,
+    training: bool = True,
+    seed: int,
+    stream: int = 0,
+) -> np.ndarray:
+    """DropBlock: zero ``block_size x block_size`` squares, rescale the rest by ``numel / kept``.
+
+    Use it on convolutional feature maps (Ghiasi et al. 2018 put it after ResNet's groups 3 and
+    4, with ``block_size=7`` and ``p`` ramped up to 0.1 during training).
+
+    Args:
+        p: the target fraction of dropped activations, in [0, 1].
+        block_size: side of the dropped squares (clipped to the feature map).
+        gamma_scale: multiplies the seed rate ``gamma``.
+        batchwise: one mask shared by the whole batch.
+
+    Shape: ``(N, C, H, W)``; output the same.
+
+    >>> y = drop_block2d(np.ones((1, 1, 5, 5)), 0.3, block_size=3, seed=1)
+    >>> float(y.max()) == 25 / 16
+    True
+    """
+    x = check_float_array("x", x)
+    p = check_probability(p)
+    _check_block(x.shape, block_size, gamma_scale, batchwise)
+    if not training or p == 0.0:
+        return x
+    keep = drop_block_keep(
+        x.shape,
+        p,
+        block_size=block_size,
+        gamma_scale=gamma_scale,
+        batchwise=batchwise,
+        seed=seed,
+        stream=stream,
+    )
+    return _apply_block_keep(x, keep)
+
+
+class DropBlock2d(_MaskDropout):
+    """DropBlock layer; see :func:`drop_block2d`. Backward: ``dL/dx = dL/dy * m * numel / kept``.
+
+    >>> layer = DropBlock2d(0.3, block_size=3, seed=1)
+    >>> y = layer(np.ones((1, 1, 5, 5)))
+    >>> bool((layer.backward(np.ones((1, 1, 5, 5))) == y).all())
+    True
+    """
+
+    def __init__(
+        self,
+        p: float = 0.1,
+        *,
+        block_size: int = 7,
+        gamma_scale: float = 1.0,
+        batchwise: bool = False,
+        seed: int | None = None,
+    ):
+        _check_block((1, 1, 1, 1), block_size, gamma_scale, batchwise)
+        super().__init__(p, seed=seed)
+        self.block_size, self.gamma_scale, self.batchwise = block_size, gamma_scale, bool(batchwise)
+
+    def _mask_shape(self, shape: Shape) -> Shape:
+        return _check_block(shape, self.block_size, self.gamma_scale, self.batchwise)
+
+    def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
+        return drop_block2d(
+            x,
+            p,
+            block_size=self.block_size,
+            gamma_scale=self.gamma_scale,
+            batchwise=self.batchwise,
+            seed=self.seed,
+            stream=stream,
+        )
+
+    def _inference(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def _apply_keep(self, x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
+        return _apply_block_keep(x, keep)
+
+    _grad_keep = _apply_keep
+
+    def __repr__(self) -> str:
+        return (
+            f"DropBlock2d(p={self.p}, block_size={self.block_size}, gamma_scale={self.gamma_scale}, "
+            f"batchwise={self.batchwise}, seed={self.seed})"
+        )

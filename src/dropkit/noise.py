@@ -1,0 +1,210 @@
+"""Dropout's noise variants: Gaussian dropout and alpha dropout, NumPy reference.
+
+Gaussian dropout (Srivastava et al. 2014, section 10) multiplies by ``N(1, p/(1-p))`` noise
+instead of a scaled Bernoulli mask: same mean and variance, no zeros. Alpha dropout
+(Klambauer et al., "Self-normalizing neural networks", 2017) sets dropped units to SELU's
+negative saturation and applies an affine correction, so a SELU network keeps mean 0 and
+variance 1. Both draw from the contract's Philox words (:mod:`dropkit.philox`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dropkit._validation import check_float_array, check_probability
+from dropkit.kernels.reference import compute_dtype
+from dropkit.layers import Shape, _MaskDropout, masked_dropout
+from dropkit.philox import keep_mask, random_range
+
+__all__ = [
+    "SELU_ALPHA_PRIME",
+    "AlphaDropout",
+    "GaussianDropout",
+    "alpha_dropout",
+    "gaussian_dropout",
+    "gaussian_noise",
+]
+
+TWO_TO_MINUS_32 = 2.0**-32
+SELU_ALPHA_PRIME = 1.7580993408473766  # -SELU's negative saturation, lambda * alpha (torch's constant)
+
+
+def _check_gaussian_p(p: Any) -> float:
+    p = check_probability(p)
+    if p == 1.0:
+        raise ValueError(
+            "Gaussian dropout needs p in [0, 1): its noise variance p/(1-p) is infinite at p = 1"
+        )
+    return p
+
+
+def gaussian_noise(shape: Shape, p: float, *, seed: int, stream: int) -> np.ndarray:
+    """Multiplicative noise ``1 + sqrt(p/(1-p)) * z`` with ``z ~ N(0, 1)``, float64, of ``shape``.
+
+    ``z`` comes from the contract's words by Box–Muller. Elements ``2k`` and ``2k + 1`` (flat,
+    row-major) share the pair of words ``w0 = bits(2k)``, ``w1 = bits(2k + 1)``::
+
+        u0 = (w0 + 0.5) / 2**32,  u1 = (w1 + 0.5) / 2**32         # in (0, 1), never 0 or 1
+        z(2k) = sqrt(-2 ln u0) cos(2 pi u1),  z(2k + 1) = sqrt(-2 ln u0) sin(2 pi u1)
+
+    >>> noise = gaussian_noise((100_000,), 0.5, seed=0, stream=0)
+    >>> round(float(noise.mean()), 2), round(float(noise.std()), 2)
+    (1.0, 1.0)
+    """
+    p = _check_gaussian_p(p)
+    n = int(np.prod(shape, dtype=np.int64))
+    words = random_range(seed, stream, 0, n + (n & 1)).astype(np.float64)
+    u0, u1 = (words[0::2] + 0.5) * TWO_TO_MINUS_32, (words[1::2] + 0.5) * TWO_TO_MINUS_32
+    radius, angle = np.sqrt(-2.0 * np.log(u0)), 2.0 * np.pi * u1
+    z = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1).ravel()[:n]
+    return (1.0 + np.sqrt(p / (1.0 - p)) * z).reshape(shape)
+
+
+def _times(x: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """``x * factor`` formed in float32 (float64 for float64 data), rounded once to x's dtype."""
+    wide = compute_dtype(x.dtype)
+    return np.multiply(x, factor.astype(wide), dtype=wide).astype(x.dtype, copy=False)
+
+
+def gaussian_dropout(
+    x: Any, p: float = 0.5, *, training: bool = True, seed: int, stream: int = 0
+) -> np.ndarray:
+    """Gaussian dropout: ``y = x * eps``, ``eps ~ N(1, p/(1-p))``; inference is the identity.
+
+    Use it where Bernoulli dropout's exact zeros hurt, or to match Keras' ``GaussianDropout``:
+    it has the mean and variance of inverted dropout with rate ``p`` (Srivastava et al. 2014).
+
+    Args:
+        p: the dropout rate it imitates, in [0, 1).
+
+    Shape: any; output the same.
+
+    >>> gaussian_dropout(np.ones(4), 0.0, seed=0).tolist()
+    [1.0, 1.0, 1.0, 1.0]
+    """
+    x = check_float_array("x", x)
+    p = _check_gaussian_p(p)
+    if not training or p == 0.0:
+        return x
+    return _times(x, gaussian_noise(x.shape, p, seed=seed, stream=stream))
+
+
+def _alpha_constants(p: float) -> tuple[float, float, float]:
+    """torch's affine correction: ``a = ((1 - p)(1 + p alpha'^2))^(-1/2)``, kept and dropped offsets."""
+    a = 1.0 / np.sqrt((SELU_ALPHA_PRIME**2 * p + 1.0) * (1.0 - p))
+    return a, SELU_ALPHA_PRIME * a * p, -SELU_ALPHA_PRIME * a * (1.0 - p)
+
+
+def _alpha_mask_shape(shape: Shape, feature: bool) -> Shape:
+    if not feature:
+        return shape
+    if len(shape) < 2:
+        raise ValueError(f"feature alpha dropout expects x of shape (N, C, ...), got a {len(shape)}D input")
+    return shape[:2] + (1,) * (len(shape) - 2)
+
+
+def _alpha_apply(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
+    a, kept_offset, dropped_value = (compute_dtype(x.dtype)(c) for c in _alpha_constants(p))
+    wide = compute_dtype(x.dtype)
+    y = np.where(keep, np.multiply(x, a, dtype=wide) + kept_offset, dropped_value)
+    return y.astype(x.dtype, copy=False)
+
+
+def alpha_dropout(
+    x: Any,
+    p: float = 0.5,
+    *,
+    feature: bool = False,
+    training: bool = True,
+    seed: int,
+    stream: int = 0,
+) -> np.ndarray:
+    """Alpha dropout for SELU networks (torch's ``alpha_dropout`` / ``feature_alpha_dropout``).
+
+    ``y = a * (x * m + alpha' * (1 - m)) + a * alpha' * p`` with ``alpha' = -1.7580993408473766``
+    folded into constants: kept ``a x + a alpha p``, dropped ``-a alpha (1 - p)``. ``p == 1``
+    gives zeros, as torch does. With ``feature=True`` whole channels are dropped (mask over
+    ``(N, C)``). Use it in place of dropout in self-normalizing (SELU) networks.
+
+    Shape: any (``(N, C, ...)`` with ``feature``); output the same.
+
+    >>> y = alpha_dropout(np.random.default_rng(0).standard_normal(100_000), 0.2, seed=0)
+    >>> round(float(y.mean()), 2), round(float(y.std()), 2)
+    (0.0, 1.0)
+    """
+    x = check_float_array("x", x)
+    p = check_probability(p)
+    mask_shape = _alpha_mask_shape(x.shape, feature)
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return np.zeros_like(x)
+    return _alpha_apply(x, keep_mask(mask_shape, p, seed=seed, stream=stream), p)
+
+
+class GaussianDropout(_MaskDropout):
+    """Gaussian dropout layer; see :func:`gaussian_dropout`. Backward: ``dL/dx = dL/dy * eps``.
+
+    >>> layer = GaussianDropout(0.5, seed=0)
+    >>> y = layer(np.ones(3))
+    >>> bool((layer.backward(np.ones(3)) == y).all())
+    True
+    """
+
+    accepts_mask = False
+
+    def __init__(self, p: float = 0.5, *, seed: int | None = None):
+        _check_gaussian_p(p)
+        super().__init__(p, seed=seed)
+
+    def _mask_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
+        return gaussian_dropout(x, p, seed=self.seed, stream=stream)
+
+    def _inference(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def __repr__(self) -> str:
+        return f"GaussianDropout(p={self.p}, seed={self.seed})"
+
+
+class AlphaDropout(_MaskDropout):
+    """Alpha dropout layer; see :func:`alpha_dropout`. Backward: ``dL/dx = dL/dy * m * a``.
+
+    >>> AlphaDropout(0.5, seed=0).eval()(np.ones(2)).tolist()
+    [1.0, 1.0]
+    """
+
+    def __init__(self, p: float = 0.5, *, feature: bool = False, seed: int | None = None):
+        super().__init__(p, seed=seed)
+        self.feature = bool(feature)
+
+    def _mask_shape(self, shape: Shape) -> Shape:
+        return _alpha_mask_shape(shape, self.feature)
+
+    def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
+        return alpha_dropout(x, p, feature=self.feature, seed=self.seed, stream=stream)
+
+    def _inference(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def _training_scale(self, p: float) -> float:
+        return 0.0 if p == 1.0 else float(_alpha_constants(p)[0])
+
+    def _grad(self, grad: np.ndarray, p: float, stream: int) -> np.ndarray:
+        if p == 0.0:
+            return grad
+        mask_shape = self._mask_shape(grad.shape)
+        return masked_dropout(
+            grad, p, mask_shape, seed=self.seed, stream=stream, scale=self._training_scale(p)
+        )
+
+    def _apply_keep(self, x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
+        return np.zeros_like(x) if p == 1.0 else _alpha_apply(x, keep, p)
+
+    def __repr__(self) -> str:
+        return f"AlphaDropout(p={self.p}, feature={self.feature}, seed={self.seed})"
