@@ -195,7 +195,7 @@ def test_bad_mask_is_rejected_and_changes_nothing():
     layer = Dropout(0.5, seed=0)
     layer(np.ones(4))
     replay = layer._replay
-    with pytest.raises(ValueError, match="mask must have the shape of x"):
+    with pytest.raises(ValueError, match=r"mask must have the mask shape \(4,\)"):
         layer.forward(np.ones(4), mask=[1, 0])
     with pytest.raises(ValueError, match="mask must contain only 0 and 1"):
         layer.forward(np.ones(4), mask=[1, 0, 2, 1])

@@ -56,10 +56,19 @@ def check_float_array(name: str, x: Any) -> np.ndarray:
 
 
 def check_keep_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Return a caller-supplied keep mask as a bool array of ``shape``; its values must be 0 or 1."""
+    """Return a caller-supplied 0/1 keep mask as a bool array of the mask shape ``shape``.
+
+    Size-1 dimensions of the mask shape may be left out: ``(N, C)`` for channel dropout's
+    ``(N, C, 1, 1)``.
+    """
     array = np.asarray(mask)
-    if array.shape != tuple(shape):
-        raise ValueError(f"mask must have the shape of x, {tuple(shape)}, got {array.shape}")
+    squeezed = tuple(d for d in shape if d != 1)
+    if array.shape != tuple(shape) and tuple(d for d in array.shape if d != 1) != squeezed:
+        raise ValueError(
+            f"mask must have the mask shape {tuple(shape)} (the shape of x for plain dropout), "
+            f"got {array.shape}"
+        )
+    array = array.reshape(shape)
     if array.dtype != np.bool_:
         if array.dtype.kind not in "iuf" or not np.isin(array, (0, 1)).all():
             raise ValueError("mask must contain only 0 and 1 (or be a bool array)")
