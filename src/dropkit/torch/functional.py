@@ -1,0 +1,108 @@
+"""Functional dropout for PyTorch that draws the contract's mask and stores none of it.
+
+Inverted dropout (Srivastava et al., JMLR 2014): in training ``y = x * m / (1 - p)`` with
+``m = keep_mask(x.shape, p, seed=seed, stream=stream)`` over the logical row-major index, and
+``dL/dx = dL/dy * m / (1 - p)``; at inference ``y = x``. Backward regenerates ``m`` from
+``(seed, stream)``, so autograd keeps three numbers where ``torch.nn.functional.dropout`` keeps a
+mask (see :mod:`dropkit.torch._ops`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dropkit._validation import check_probability, check_uint64
+from dropkit.torch import _ops
+
+__all__ = ["dropout"]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_input(input: Tensor) -> None:
+    """Raise ``TypeError`` unless ``input`` is a float16, bfloat16, float32 or float64 tensor."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+    if input.dtype not in FLOAT_DTYPES:
+        accepted = "float16, bfloat16, float32 or float64"
+        raise TypeError(f"input must be a floating-point tensor ({accepted}), got {input.dtype}")
+
+
+def check_inplace(input: Tensor, inplace: bool) -> None:
+    """Raise torch's in-place error now, before a seed is drawn or a stream taken."""
+    if not (inplace and input.requires_grad and torch.is_grad_enabled()):
+        return
+    if input.is_leaf:
+        raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+    if input._base is not None and input._base.is_leaf:
+        raise RuntimeError(
+            "a view of a leaf Variable that requires grad is being used in an in-place operation."
+        )
+
+
+def training_scale(p: float) -> float:
+    """``1 / (1 - p)``; 1 when ``p == 1``, where nothing is kept and the scale is never used."""
+    return 1.0 if p == 1.0 else 1.0 / (1.0 - p)
+
+
+def masked(input: Tensor, p: float, inplace: bool, seed: int | None, stream: int | Tensor) -> Tensor:
+    """The training branch, inputs already checked: ``input * keep * scale`` (into ``input`` if inplace).
+
+    ``seed=None`` draws a fresh seed; ``stream`` is a 0-d int64 tensor only for a compiled module's
+    call counter. Run-time values like those go through the keyed op (see :mod:`dropkit.torch._ops`).
+    """
+    scale = training_scale(p)
+    if isinstance(stream, Tensor) or (seed is None and torch.compiler.is_compiling()):
+        seed_t = _ops.fresh_seed_tensor() if seed is None else torch.tensor(_ops.to_signed(seed))
+        stream_t = stream if isinstance(stream, Tensor) else torch.tensor(_ops.to_signed(stream))
+        output = _ops.dropout_keyed_op(input, torch.stack((seed_t, stream_t)), p, scale, 0)
+    else:
+        seed = _ops.fresh_seed() if seed is None else seed
+        output = _ops.dropout_op(input, p, _ops.to_signed(seed), _ops.to_signed(stream), scale, 0)
+    return input.copy_(output) if inplace else output
+
+
+def dropout(
+    input: Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    inplace: bool = False,
+    *,
+    seed: int | None = None,
+    stream: int | None = None,
+) -> Tensor:
+    """Drop-in for ``torch.nn.functional.dropout`` whose mask is ``keep_mask(input.shape, p, ...)``.
+
+    ``y = input * keep_mask(input.shape, p, seed=seed, stream=stream) / (1 - p)`` in training; not
+    training, ``p == 0`` or an empty input returns ``input`` itself; ``p == 1`` gives zeros (and a
+    zero gradient). The product is formed in float32 (float64 for float64 input) and rounded once.
+
+    Args:
+        input: float16, bfloat16, float32 or float64 tensor on CPU or CUDA, any shape and strides.
+        p: probability of *dropping* an element, in [0, 1] (not the keep rate).
+        training: apply dropout (True) or return ``input`` (False).
+        inplace: write the result into ``input`` (not on a leaf that requires grad, as in torch).
+        seed: unsigned 64-bit seed naming the mask; ``None`` draws a fresh 63-bit seed from torch's
+            default CPU generator on every call, so ``torch.manual_seed`` reproduces it.
+        stream: unsigned 64-bit stream (default 0); needs an explicit ``seed``.
+
+    Shape: output has ``input``'s shape, dtype, device and stride order (dense).
+
+    >>> dropout(torch.ones(2, 4), 0.5, seed=0)
+    tensor([[0., 2., 2., 2.],
+            [2., 0., 2., 0.]])
+    """
+    p = check_probability(p)
+    check_input(input)
+    if seed is None:
+        if stream is not None:
+            raise ValueError(f"stream needs an explicit seed: got seed=None, stream={stream}")
+        stream = 0
+    else:
+        seed = check_uint64("seed", seed)
+        stream = 0 if stream is None else check_uint64("stream", stream)
+    if not training or p == 0.0 or input.numel() == 0:
+        return input
+    check_inplace(input, inplace)
+    return masked(input, p, inplace, seed, stream)

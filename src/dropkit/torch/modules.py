@@ -1,0 +1,76 @@
+"""``Dropout``: drop-in for ``torch.nn.Dropout`` over :func:`dropkit.torch.functional.dropout`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dropkit._validation import check_probability, check_uint64
+from dropkit.torch import functional as F
+
+__all__ = ["Dropout"]
+
+
+class Dropout(nn.Module):
+    """Inverted dropout whose mask is the contract's, regenerated in backward instead of stored.
+
+    In training ``y = x * m / (1 - p)`` with ``m = keep_mask(x.shape, p, seed=..., stream=...)``;
+    in eval mode ``y = x`` (the input object itself).
+
+    Randomness: with ``seed=None`` each training call draws a fresh seed from torch's default CPU
+    generator and uses stream 0, exactly as ``torch.nn.Dropout`` consumes torch's RNG, so
+    ``torch.manual_seed`` and ``torch.utils.checkpoint`` reproduce its masks. With an explicit
+    ``seed`` the k-th training call (k = 0, 1, 2, ...) uses stream k, like :class:`dropkit.Dropout`,
+    whatever the run, device or compiler -- but a checkpoint recompute is a new call (see docs/torch.md).
+
+    Args:
+        p: probability of *dropping* an element, in [0, 1] (not the keep rate).
+        inplace: write the result into the input.
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    Shape: any; output has the input's shape, dtype, device and stride order.
+
+    >>> layer = Dropout(0.5, seed=0)
+    >>> layer
+    Dropout(p=0.5, inplace=False, seed=0)
+    >>> layer(torch.ones(2, 4))
+    tensor([[0., 2., 2., 2.],
+            [2., 0., 2., 0.]])
+    >>> layer.calls
+    1
+    """
+
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
+        super().__init__()
+        self.p = check_probability(p)
+        self.inplace = inplace
+        self.seed = None if seed is None else check_uint64("seed", seed)
+        # The call counter is a tensor, not an int, so a compiled graph advances it at run time
+        # instead of baking one stream in. It stays on the CPU and out of state_dict (torch's
+        # Dropout has no state), and inference_mode(False) keeps it writable outside inference mode.
+        with torch.inference_mode(False):
+            self._calls = torch.zeros((), dtype=torch.int64)
+
+    @property
+    def calls(self) -> int:
+        """Training calls so far; with an explicit seed, the next one uses stream ``calls``."""
+        return int(self._calls)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.seed is None or not self.training:
+            return F.dropout(input, self.p, self.training, self.inplace)
+        F.check_input(input)
+        F.check_inplace(input, self.inplace)
+        if torch.compiler.is_compiling():
+            stream = self._calls.clone()
+            self._calls.add_(1)
+        else:
+            stream = int(self._calls)
+            self._calls += 1
+        if self.p == 0.0 or input.numel() == 0:
+            return input
+        return F.masked(input, self.p, self.inplace, self.seed, stream)
+
+    def extra_repr(self) -> str:
+        seed = "" if self.seed is None else f", seed={self.seed}"
+        return f"p={self.p}, inplace={self.inplace}{seed}"
