@@ -131,6 +131,27 @@ def test_bfloat16_values_are_the_float32_product_rounded_once(n, start, seed, st
         assert torch.equal(y, nearest)
 
 
+def same_floats(actual: torch.Tensor, wanted: torch.Tensor) -> bool:
+    """Bit-equal outside NaNs (so -0.0 != 0.0), NaN where wanted is NaN (GPUs return a canonical NaN)."""
+    nan = wanted.isnan()
+    bits = {torch.float16: torch.int16, torch.float32: torch.int32}[wanted.dtype]
+    return torch.equal(actual.isnan(), nan) and torch.equal(actual[~nan].view(bits), wanted[~nan].view(bits))
+
+
+@runs_kernel
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the overflow is the point
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_special_values_follow_the_reference(dtype):
+    # Subnormals stay (no flush to zero), a product past the largest float becomes inf, kept -0.0 stays
+    # -0.0, dropped NaN and inf become +0.0.
+    info = torch.finfo(TORCH_DTYPES[dtype])
+    specials = [info.smallest_normal / 8, -info.smallest_normal / 3, info.max, -info.max, -0.0, 0.0]
+    specials += [float("inf"), float("-inf"), float("nan"), 1.0]
+    x = torch.tensor(specials * 40, dtype=TORCH_DTYPES[dtype], device=DEVICE)
+    y = dropout_apply(x, 0.5, seed=77, stream=1, scale=2.0, start=2)
+    assert same_floats(y.cpu(), expected(x, 0.5, 77, 1, 2))
+
+
 @runs_kernel
 def test_p_within_2_to_the_minus_33_of_one_drops_everything():
     p = 1.0 - 2.0**-40  # t(p) rounds to 2**32, which no 32-bit word reaches
