@@ -101,14 +101,18 @@ def _cuda_kernel() -> Callable[..., Tensor]:
     return _triton.dropout_apply
 
 
+def _kernel(device: torch.device) -> Callable[..., Tensor]:
+    """The ``dropout_apply(x, p, *, seed, stream, scale, start, out)`` launcher for ``device``."""
+    if device.type == "cpu":
+        return _cpu.dropout_apply
+    if device.type == "cuda":
+        return _cuda_kernel()
+    raise RuntimeError(f"dropkit.torch supports CPU and CUDA tensors, got a tensor on {device}")
+
+
 def _apply(x: Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> Tensor:
     """The op on a real tensor: run the device's kernel over the logical contiguous view of ``x``."""
-    if x.device.type == "cpu":
-        kernel = _cpu.dropout_apply
-    elif x.device.type == "cuda":
-        kernel = _cuda_kernel()
-    else:
-        raise RuntimeError(f"dropkit.torch supports CPU and CUDA tensors, got a tensor on {x.device}")
+    kernel = _kernel(x.device)
     out = empty_dense_like(x)
     # The mask follows the logical index, not memory order: strided inputs go through a contiguous copy.
     dense_out = out if out.is_contiguous() else torch.empty(x.shape, dtype=x.dtype, device=x.device)
