@@ -199,6 +199,19 @@ def test_out_is_written_and_returned():
 
 
 @runs_kernel
+@pytest.mark.parametrize(("n", "start"), [(2047, 0), (2048, 0), (2045, 3), (2046, 3), (4097, 1)])
+def test_writes_exactly_its_elements_of_a_larger_buffer(n, start):
+    # Lengths at and one short of whole programs (2048 elements, less start % 4 for the first), views
+    # starting one element into their buffers: nothing before or after the view is read or written.
+    buffer = torch.full((n + 2,), 7.0, device=DEVICE)
+    x = nonzero_input(n + 2)[1:-1]
+    out = buffer[1:-1]
+    dropout_apply(x, 0.5, seed=4, stream=4, scale=2.0, start=start, out=out)
+    assert buffer[0] == 7.0 and buffer[-1] == 7.0
+    assert torch.equal(out.cpu(), expected(x, 0.5, 4, 4, start))
+
+
+@runs_kernel
 def test_backward_is_the_same_mask_applied_to_the_gradient():
     # Backward of y = x * keep * scale is grad * keep * scale: the same call on the gradient.
     x, grad = nonzero_input(777, seed=1), nonzero_input(777, seed=2)
@@ -256,6 +269,37 @@ def test_compiled_launcher_rejects_cpu_tensors():
 
     with pytest.raises(ValueError, match="x must be a CUDA tensor"):
         compiled_apply(torch.ones(4), 0.5, seed=0, stream=0, scale=2.0)
+
+
+@pytest.mark.skipif(INTERPRETED, reason="compiles the real kernel, which the interpreter replaces")
+@pytest.mark.parametrize(("dtype", "width"), [("fp32", "v4.b32"), ("bf16", "v4.b32"), ("fp64", "v2.b64")])
+def test_compiles_for_h100_with_128_bit_accesses_whatever_the_length(dtype, width):
+    # Compiling needs no GPU. n is left unspecialized (not known to be a multiple of 16): full programs
+    # must still load and store 128 bits at a time; the kernel must not flush subnormals.
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError:
+        pytest.skip("this triton has no ASTSource/GPUTarget compile API")
+    import triton
+    import triton.language as tl
+
+    from dropkit.torch import _triton
+
+    scalars = ["n", *_triton._DATA_ARGS]
+    signature = {"x_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", **dict.fromkeys(scalars, "i32")}
+    signature.update(PHASE="constexpr", COMPUTE="constexpr", BLOCK="constexpr")
+    constants = {
+        "PHASE": 0,
+        "COMPUTE": tl.float64 if dtype == "fp64" else tl.float32,
+        "BLOCK": _triton._BLOCK,
+    }
+    aligned = {(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]}
+    source = ASTSource(fn=_triton._dropout_kernel, signature=signature, constexprs=constants, attrs=aligned)
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=_triton._OPTIONS)
+    ptx = ptx.asm["ptx"]
+    assert f"ld.global.{width}" in ptx and f"st.global.{width}" in ptx
+    assert ".ftz" not in ptx
 
 
 @gpu_only

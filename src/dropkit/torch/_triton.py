@@ -35,6 +35,8 @@ __all__ = ["dropout_apply"]
 
 _BLOCK = 2048  # elements per program: 512 Philox calls; a multiple of 4 so programs own whole Philox blocks
 _NUM_WARPS = 4
+# The contract rounds x * scale once, so no multiply may ever be contracted into an fma.
+_OPTIONS = {"num_warps": _NUM_WARPS, "enable_fp_fusion": False}
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -42,6 +44,12 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def _uint64(lo, hi):
     """The uint64 whose halves are the int32 bit patterns ``lo`` and ``hi``."""
     return (hi.to(tl.uint32, bitcast=True).to(tl.uint64) << 32) | lo.to(tl.uint32, bitcast=True).to(tl.uint64)
+
+
+@triton.jit
+def _scaled(x, keep, scale, COMPUTE: tl.constexpr, OUT: tl.constexpr):
+    """``keep ? x * scale : 0``, the product formed in ``COMPUTE`` and rounded once to ``OUT``."""
+    return tl.where(keep, x.to(COMPUTE) * scale, 0.0).to(OUT)
 
 
 # Every scalar but n is data, not shape: specializing on its value (== 1, divisible by 16) would compile
@@ -92,15 +100,20 @@ def _dropout_kernel(
     # (w0[j], w1[j], w2[j], w3[j]) are the words of lanes 0..3 of block j: interleave them in that order.
     bits = tl.interleave(tl.interleave(w0, w2), tl.interleave(w1, w3))
 
+    keep = bits >= threshold.to(tl.uint32, bitcast=True)
+    scale = _uint64(scale_lo, scale_hi).to(tl.float64, bitcast=True).to(COMPUTE)
+
     # Element i sits at lane (start + i) & 3, so lane position k of this program is element k - PHASE.
     offsets = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64) - PHASE
-    in_range = (offsets >= 0) & (offsets < n)
-    x = tl.load(x_ptr + offsets, mask=in_range)
-    keep = bits >= threshold.to(tl.uint32, bitcast=True)
-    scale = _uint64(scale_lo, scale_hi).to(tl.float64, bitcast=True)
-    scaled = x.to(COMPUTE) * scale.to(COMPUTE)
-    y = tl.where(keep, scaled, 0.0)
-    tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=in_range)
+    # Programs wholly inside the tensor skip the bounds mask: a mask that depends on n would stop
+    # Triton from vectorizing the loads and stores of every program whenever n % 16 != 0.
+    if (pid * BLOCK >= PHASE) & ((pid + 1) * BLOCK - PHASE <= n):
+        x = tl.load(x_ptr + offsets)
+        tl.store(out_ptr + offsets, _scaled(x, keep, scale, COMPUTE, out_ptr.dtype.element_ty))
+    else:
+        in_range = (offsets >= 0) & (offsets < n)
+        x = tl.load(x_ptr + offsets, mask=in_range)
+        tl.store(out_ptr + offsets, _scaled(x, keep, scale, COMPUTE, out_ptr.dtype.element_ty), mask=in_range)
 
 
 # Under TRITON_INTERPRET=1 (read when the kernel is decorated) triton.jit returns an interpreted function.
@@ -163,6 +176,11 @@ def dropout_apply(
 
     Returns:
         ``out`` if given, else a new tensor.
+
+    Example (needs a CUDA GPU; the mask is ``dropkit.keep_mask(8, 0.5, seed=0)``)::
+
+        >>> dropout_apply(torch.ones(8, device="cuda"), 0.5, seed=0, stream=0, scale=2.0)  # doctest: +SKIP
+        tensor([0., 2., 2., 2., 2., 0., 2., 0.], device='cuda:0')
     """
     _check_tensors(x, out)
     threshold = keep_threshold(p)
@@ -187,6 +205,6 @@ def dropout_apply(
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         _dropout_kernel[grid](
             x, out, n, seed_lo, seed_hi, stream_lo, stream_hi, block_lo, block_hi, threshold_bits, scale_lo,
-            scale_hi, PHASE=phase, COMPUTE=compute, BLOCK=_BLOCK, num_warps=_NUM_WARPS,
+            scale_hi, PHASE=phase, COMPUTE=compute, BLOCK=_BLOCK, **_OPTIONS,
         )  # fmt: skip
     return out
