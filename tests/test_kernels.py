@@ -37,15 +37,18 @@ PROBABILITIES = [0.0, 2**-32, 3e-9, 0.1, 0.5, 1 - 2**-32, 1.0]
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """Record the dtype of every call that reaches the numba kernel."""
+    """Record the dtype of every call that reaches a numba kernel (threaded or serial)."""
     calls = []
-    original = cpu.dropout_kernel
 
-    def spy(x, *args):
-        calls.append(x.dtype)
-        return original(x, *args)
+    def spy_on(original):
+        def spy(x, *args):
+            calls.append(x.dtype)
+            return original(x, *args)
 
-    monkeypatch.setattr(cpu, "dropout_kernel", spy)
+        return spy
+
+    monkeypatch.setattr(cpu, "dropout_kernel", spy_on(cpu.dropout_kernel))
+    monkeypatch.setattr(cpu, "dropout_kernel_serial", spy_on(cpu.dropout_kernel_serial))
     monkeypatch.setattr(kernels, "USE_NUMBA", True)
     return calls
 
@@ -232,3 +235,15 @@ def test_a_word_equal_to_the_threshold_is_kept(kernel_calls):
         got = dropout_apply(x, p, seed=3, stream=4, scale=1.0, start=10)
         assert got[k] == 1.0
         assert got.tobytes() == reference.dropout_apply(x, p, seed=3, stream=4, scale=1.0, start=10).tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threaded_and_serial_kernels_agree_across_tasks(dtype):
+    x = data(3 * cpu.SERIAL_MAX + 9, dtype)
+    start, threshold = 2**33 + cpu.SERIAL_MAX - 6, keep_threshold(0.3)  # crosses 4 task boundaries
+    integers = [np.uint64(v) for v in (start, threshold, SEED, STREAM)]
+    threaded, serial = np.empty_like(x), np.empty_like(x)
+    cpu.dropout_kernel(x, threaded, *integers, 1 / 0.7)
+    cpu.dropout_kernel_serial(x, serial, *integers, 1 / 0.7)
+    expected = reference.dropout_apply(x, 0.3, seed=SEED, stream=STREAM, scale=1 / 0.7, start=start)
+    assert threaded.tobytes() == expected.tobytes() and serial.tobytes() == expected.tobytes()

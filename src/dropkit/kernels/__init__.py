@@ -112,6 +112,7 @@ def dropout_apply(
     if cpu is None:
         return reference.dropout_apply(x, p, seed=seed, stream=stream, scale=scale, start=start, out=out)
     result = np.empty_like(x) if out is None else out
-    words = (np.uint64(v) for v in (start, threshold, seed, stream))
-    cpu.dropout_kernel(x.reshape(-1), result.reshape(-1), *words, float(scale))
+    kernel = cpu.dropout_kernel if x.size > cpu.SERIAL_MAX else cpu.dropout_kernel_serial
+    integers = (np.uint64(v) for v in (start, threshold, seed, stream))
+    kernel(x.reshape(-1), result.reshape(-1), *integers, float(scale))
     return result
