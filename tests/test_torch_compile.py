@@ -1,0 +1,87 @@
+"""dropkit.torch under torch.compile: registered ops pass torch's checks; compiled masks equal eager ones."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from dropkit.torch import Dropout, _ops, dropout  # noqa: E402
+
+
+@contextlib.contextmanager
+def inductor_compiles():
+    """Skip the test, with the reason, when inductor finds no working C++ compiler on this machine."""
+    try:
+        yield
+    except torch._dynamo.exc.BackendCompilerFailed as error:
+        inner = getattr(error, "inner_exception", None)
+        if isinstance(inner, (torch._inductor.exc.InvalidCxxCompiler, torch._inductor.exc.CppCompileError)):
+            pytest.skip(f"torch.compile (inductor) cannot build C++ here: {type(inner).__name__}: {inner}")
+        raise
+
+
+def samples():
+    yield torch.randn(3, 4, 5, dtype=torch.float64).permute(2, 0, 1).requires_grad_()
+    yield torch.randn(2, 3, 4, 4, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
+
+def test_ops_pass_torch_library_opcheck():
+    # Schema, fake (meta) implementation vs real strides and dtypes, autograd registration, AOT dispatch.
+    for x in samples():
+        torch.library.opcheck(_ops.dropout_op, (x, 0.4, _ops.to_signed(2**64 - 1), 3, 1 / 0.6, 0))
+        key = torch.tensor([_ops.to_signed(2**63), 5])
+        torch.library.opcheck(_ops.dropout_keyed_op, (x, key, 0.4, 1 / 0.6, 0))
+
+
+def test_fake_output_has_the_real_strides():
+    for x in samples():
+        real = dropout(x, 0.5, seed=1)
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+            fake = _ops.dropout_op(mode.from_tensor(x), 0.5, 1, 0, 2.0, 0)
+        assert fake.stride() == real.stride()
+
+
+class Net(torch.nn.Module):
+    """Unseeded and seeded dropout modules, one used twice, plus the functional form."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 16)
+        self.free = Dropout(0.3)  # seed drawn from torch's generator on every call
+        self.seeded = Dropout(0.5, seed=2**64 - 1)  # stream = call number
+
+    def forward(self, x):
+        h = self.seeded(torch.relu(self.free(self.lin(x))))
+        return self.seeded(h) + dropout(x, 0.2, seed=7, stream=9).sum()
+
+
+@inductor_compiles()
+def test_compiled_equals_eager_over_successive_calls():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager, x = Net(), torch.randn(4, 8)
+    twin = Net()
+    twin.load_state_dict(eager.state_dict())
+    compiled = torch.compile(twin, fullgraph=True)  # fullgraph: any graph break is an error
+    for call in range(2):
+        torch.manual_seed(100 + call)
+        expected = eager(x)
+        expected.square().sum().backward()
+        torch.manual_seed(100 + call)
+        got = compiled(x)
+        got.square().sum().backward()
+        assert torch.equal(got, expected)
+        assert torch.equal(twin.lin.weight.grad, eager.lin.weight.grad)
+    # The compiled graph advanced the module's call counter at run time, as eager did.
+    assert twin.seeded.calls == eager.seeded.calls == 4
+
+
+@inductor_compiles()
+def test_compiled_function_with_a_changing_stream():
+    x = torch.randn(5, 7)
+    step = torch.compile(lambda t, k: dropout(t, 0.5, seed=2**63 + 3, stream=k), fullgraph=True)
+    for k in range(3):
+        assert torch.equal(step(x, k), dropout(x, 0.5, seed=2**63 + 3, stream=k))
