@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad options get one line on stderr and exit status 2, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dropkit", description="Dropout done right.")
+    from dropkit.bench import add_arguments as add_bench_arguments
+    from dropkit.experiments.run import add_arguments  # light: heavy imports wait inside the command
+
+    parser = _Parser(prog="dropkit", description="Dropout done right.")
     commands = parser.add_subparsers(dest="command")
     trace = commands.add_parser("trace", help="print dropout's forward and backward by hand")
     trace.add_argument("--seed", type=int, default=0, help="seed of the drawn mask (default 0)")
+    train = commands.add_parser(
+        "train", help="train the dropout MLP with and without dropout, then MC dropout"
+    )
+    add_arguments(train)
+    bench = commands.add_parser("bench", help="time dropout against torch, NumPy and a pass over memory")
+    add_bench_arguments(bench)
     return parser
 
 
@@ -21,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(worked_trace(getattr(args, "seed", 0)))
         return 0
+    if args.command == "train":
+        from dropkit.experiments.run import main as train
+
+        return train(args)
+    if args.command == "bench":
+        from dropkit.bench import main as bench
+
+        return bench(args)
     return 2
 
 
