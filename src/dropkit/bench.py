@@ -1,0 +1,499 @@
+"""``dropkit bench``: dropout on the CPU against torch, textbook NumPy and a plain pass over memory.
+
+Every time is the median of ``repeats`` runs after one warm-up run, and every ratio compares
+times measured in the same run, so a busy machine skews the ratios less than the times. Methods,
+for float32 data of each size and each drop probability ``p``:
+
+- **dropkit**: :func:`dropkit.kernels.dropout_apply` into a preallocated output (the fused numba
+  kernel when numba is installed). Backward is the same call on the gradient, the mask regenerated
+  from ``(seed, stream)``; nothing but those two integers is kept between them.
+- **torch**: ``torch.nn.functional.dropout`` forward, and autograd's backward through it.
+- **textbook NumPy**: ``mask = (uniform floats >= p) / (1 - p)``, ``y = x * mask``, ``dx = dy * mask``.
+- **memory pass**: ``np.multiply(x, s, out=y)``: one read and one write of the data, the floor any
+  elementwise op pays (NumPy runs it on one thread). ``dropkit p=0`` is the kernel's own
+  read+write pass (no mask drawn) on all its threads.
+
+Nothing is imported at module level beyond NumPy, so ``dropkit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dropkit._validation import check_probability
+
+__all__ = ["BenchReport", "Row", "add_arguments", "first_call_latency", "main", "run_benchmarks"]
+
+DEFAULT_SIZES = (2**20, 2**24, 2**26)  # elements of float32: 4 MiB, 64 MiB, 256 MiB
+DEFAULT_PS = (0.1, 0.5)
+DEFAULT_REPEATS = 7
+QUICK_SIZES = (2**20, 2**22)
+QUICK_REPEATS = 3
+GOAL_SIZE = 2**24  # issue 5's goals are stated at this size
+MEMORY = "memory pass"
+SEED = 0x5EED
+
+
+@dataclass
+class Row:
+    """One timed method and phase at one size and probability."""
+
+    size: int
+    p: float
+    method: str  # "dropkit", "torch", "textbook NumPy", "memory pass", "dropkit p=0"
+    phase: str  # "forward", "backward", "forward+backward", "read+write"
+    ms: float  # median wall time in milliseconds
+    vs_memory: float  # ms / the memory pass's ms at this size
+    torch_over_this: float | None  # torch's ms for the same phase / ms: > 1 means faster than torch
+    kept_bytes_per_element: float | None  # bytes held from forward to backward, per element
+
+
+@dataclass
+class BenchReport:
+    """All rows of one run, the machine they ran on, and the first-call latency."""
+
+    config: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+    first_call: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "goals": self.goals()}, indent=2)
+
+    def goals(self) -> list[dict[str, Any]]:
+        """Issue 5's goals at 2**24 elements: each measured ratio against its target."""
+        targets = [
+            ("dropkit", "forward", "vs_memory", "<=", 2.0),
+            ("dropkit", "backward", "vs_memory", "<=", 2.0),
+            ("dropkit", "forward+backward", "vs_memory", "<=", 3.0),
+            ("dropkit", "forward", "torch_over_this", ">=", 10.0),
+            ("dropkit", "forward+backward", "torch_over_this", ">=", 10.0),
+        ]
+        found = []
+        for row in self.rows:
+            for method, phase, key, op, target in targets:
+                value = getattr(row, key)
+                if (row.size, row.method, row.phase) == (GOAL_SIZE, method, phase) and value is not None:
+                    met = value <= target if op == "<=" else value >= target
+                    name = f"{phase} {'÷ memory pass' if key == 'vs_memory' else 'speed-up over torch'}"
+                    found.append({"p": row.p, "goal": f"{name} {op} {target}", "measured": value, "met": met})
+        return found
+
+    def table(self, markdown: bool = False) -> str:
+        """The rows as an aligned text table, or as a Markdown table with the setup above it."""
+        header = ["elements", "p", "method", "phase", "ms", "× memory pass", "torch ÷ this", "kept B/elem"]
+        body = [
+            [
+                f"2^{row.size.bit_length() - 1}" if row.size & (row.size - 1) == 0 else str(row.size),
+                f"{row.p:g}",
+                row.method,
+                row.phase,
+                f"{row.ms:.2f}",
+                f"{row.vs_memory:.2f}",
+                "" if row.torch_over_this is None else f"{row.torch_over_this:.1f}",
+                "" if row.kept_bytes_per_element is None else f"{row.kept_bytes_per_element:g}",
+            ]
+            for row in self.rows
+        ]
+        lines = [self._setup_line()]
+        if markdown:
+            lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        else:
+            widths = [max(len(cells[i]) for cells in [header, *body]) for i in range(len(header))]
+            for cells in [header, *body]:  # text left-aligned, numbers (from "ms" on) right-aligned
+                padded = [
+                    c.rjust(w) if i >= 4 else c.ljust(w)
+                    for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+                ]
+                lines.append("  ".join(padded).rstrip())
+        lines += self._footer(markdown)
+        return "\n".join(lines)
+
+    def _setup_line(self) -> str:
+        c = self.config
+        return (
+            f"float32, {c['threads']} thread(s) on {c['cpu']} ({c['cores']} cores), median of "
+            f"{c['repeats']} after a warm-up; numpy {c['numpy']}, numba {c['numba']}, torch {c['torch']}"
+        )
+
+    def _footer(self, markdown: bool) -> list[str]:
+        bullet = "- " if markdown else "  "
+        lines = []
+        if self.first_call:
+            lines += ["", "First call in a fresh process, numba cache warm:"]
+            lines += [bullet + f"{name}: {seconds:.2f} s" for name, seconds in self.first_call.items()]
+        goals = self.goals()
+        if goals:
+            lines += ["", f"Goals at 2^{GOAL_SIZE.bit_length() - 1} elements (issue 5):"]
+            for g in goals:
+                verdict = "met" if g["met"] else "NOT met"
+                lines.append(bullet + f"p={g['p']:g}: {g['goal']}: measured {g['measured']:.2f} ({verdict})")
+        if self.notes:
+            lines += ["", "Notes:", *(bullet + note for note in self.notes)]
+        return lines
+
+
+def _median_ms(run: Callable[[], Any], repeats: int, setup: Callable[[], Any] | None = None) -> float:
+    """Median wall time of ``run()`` in ms over ``repeats`` runs, after one untimed warm-up run.
+
+    ``setup()`` runs untimed before each run (torch's backward needs a fresh forward graph).
+    """
+    times = []
+    for i in range(repeats + 1):
+        if setup is not None:
+            setup()
+        begin = time.perf_counter()
+        run()
+        if i:  # the warm-up pays for first-touch page faults, compilation and thread start-up
+            times.append(time.perf_counter() - begin)
+    return 1e3 * statistics.median(times)
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _torch_kept_bytes_per_element(torch: Any, x: np.ndarray, p: float) -> float:
+    """Bytes autograd saves for dropout's backward, per element, besides the input itself."""
+    saved = []
+    leaf = torch.from_numpy(x).requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        torch.nn.functional.dropout(leaf, p, training=True)
+    own = leaf.untyped_storage().data_ptr()
+    kept = sum(t.untyped_storage().nbytes() for t in saved if t.untyped_storage().data_ptr() != own)
+    return kept / x.size
+
+
+def _time_dropkit(x: np.ndarray, p: float, repeats: int) -> dict[str, float]:
+    from dropkit.kernels import dropout_apply
+
+    scale, y, grad, grad_x = 1.0 / (1.0 - p), np.empty_like(x), x[::-1].copy(), np.empty_like(x)
+
+    def forward() -> None:
+        dropout_apply(x, p, seed=SEED, stream=1, scale=scale, out=y)
+
+    def backward() -> None:  # the same (seed, stream): the forward's mask, regenerated
+        dropout_apply(grad, p, seed=SEED, stream=1, scale=scale, out=grad_x)
+
+    def both() -> None:
+        forward()
+        backward()
+
+    return {
+        "forward": _median_ms(forward, repeats),
+        "backward": _median_ms(backward, repeats),
+        "forward+backward": _median_ms(both, repeats),
+        "read+write": _median_ms(
+            lambda: dropout_apply(x, 0.0, seed=SEED, stream=1, scale=scale, out=y), repeats
+        ),
+    }
+
+
+def _time_torch(torch: Any, x: np.ndarray, p: float, repeats: int) -> dict[str, float]:
+    dropout = torch.nn.functional.dropout
+    data, grad = torch.from_numpy(x), torch.from_numpy(x[::-1].copy())
+    leaf = data.detach().clone().requires_grad_()
+    graph: dict[str, Any] = {}
+
+    def fresh_forward() -> None:
+        leaf.grad = None  # so backward allocates its gradient rather than adding into an old one
+        graph["y"] = dropout(leaf, p, training=True)
+
+    def both() -> None:
+        dropout(leaf, p, training=True).backward(grad)
+
+    with torch.no_grad():
+        forward_ms = _median_ms(lambda: dropout(data, p, training=True), repeats)
+    return {
+        "forward": forward_ms,
+        "backward": _median_ms(lambda: graph["y"].backward(grad), repeats, setup=fresh_forward),
+        "forward+backward": _median_ms(both, repeats, setup=lambda: setattr(leaf, "grad", None)),
+    }
+
+
+def _time_textbook(x: np.ndarray, p: float, repeats: int) -> tuple[dict[str, float], float]:
+    rng = np.random.default_rng(SEED)
+    grad = x[::-1].copy()
+    keep = np.float32(1.0 - p)
+    state: dict[str, np.ndarray] = {}
+
+    def forward() -> np.ndarray:
+        state["mask"] = (rng.random(x.shape, dtype=np.float32) >= p) / keep  # float32, kept for backward
+        return x * state["mask"]
+
+    def both() -> None:
+        forward()
+        grad * state["mask"]
+
+    times = {
+        "forward": _median_ms(forward, repeats),
+        "backward": _median_ms(lambda: grad * state["mask"], repeats),
+        "forward+backward": _median_ms(both, repeats),
+    }
+    return times, state["mask"].nbytes / x.size
+
+
+def _set_threads(threads: int, torch: Any) -> None:
+    from dropkit.kernels import numba_available
+
+    if numba_available():
+        import numba
+
+        if threads > numba.config.NUMBA_NUM_THREADS:
+            raise ValueError(
+                f"threads must be in [1, {numba.config.NUMBA_NUM_THREADS}] (numba's NUMBA_NUM_THREADS), "
+                f"got {threads}"
+            )
+        numba.set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_benchmarks(
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    ps: Sequence[float] = DEFAULT_PS,
+    *,
+    repeats: int = DEFAULT_REPEATS,
+    threads: int | None = None,
+    use_torch: bool = True,
+    progress: Callable[[str], Any] | None = None,
+) -> BenchReport:
+    """Time every method at every size and ``p``; returns the rows (first-call latency not included).
+
+    Args:
+        sizes: numbers of float32 elements, each >= 1.
+        ps: drop probabilities in [0, 1).
+        repeats: timed runs per measurement (>= 1), after one warm-up.
+        threads: threads for numba and torch; ``None`` uses every core numba sees.
+        use_torch: time torch when it is importable (its rows are skipped, with a note, otherwise).
+        progress: called with a short line before each measurement (e.g. ``print``).
+
+    >>> report = run_benchmarks([1000], [0.5], repeats=1, use_torch=False)
+    >>> sorted({(row.method, row.phase) for row in report.rows})[:2]
+    [('dropkit', 'backward'), ('dropkit', 'forward')]
+    """
+    from dropkit.kernels import numba_available
+
+    sizes, ps = [_check_size(s) for s in sizes], [_check_p(p) for p in ps]
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    cores = os.cpu_count() or 1
+    threads = cores if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    # numba's threads start first, on their own OpenMP runtime with passive waits (see
+    # dropkit.kernels.cpu); started after torch they would share torch's spinning one.
+    fast = numba_available()
+    torch = _import_torch() if use_torch else None
+    _set_threads(threads, torch)
+    numba_version = "not used"
+    if fast:
+        import numba
+
+        numba_version = numba.__version__
+    report = BenchReport(
+        config={
+            "dtype": "float32",
+            "threads": threads,
+            "cores": cores,
+            "cpu": _cpu_name(),
+            "repeats": repeats,
+            "numpy": np.__version__,
+            "numba": numba_version,
+            "torch": torch.__version__ if torch is not None else "not used",
+            "python": platform.python_version(),
+        }
+    )
+    if torch is None:
+        report.notes.append(
+            "torch rows skipped: torch is " + ("not installed" if use_torch else "turned off")
+        )
+    if not numba_available():
+        report.notes.append("numba is not used: the dropkit rows time the NumPy reference path")
+    report.notes.append(
+        "memory pass = np.multiply(x, s, out=y) on one thread; dropkit p=0 = the kernel's read+write pass "
+        "on all threads; dropkit writes into preallocated arrays, torch and NumPy allocate their outputs"
+    )
+    kept_torch: dict[float, float] = {}
+    for size in sizes:
+        x = np.random.default_rng(size).standard_normal(size, dtype=np.float32)
+        y = np.empty_like(x)
+        memory_ms = _median_ms(lambda x=x, y=y: np.multiply(x, np.float32(2.0), out=y), repeats)
+        for p in ps:
+            if progress is not None:
+                progress(f"  {size} elements, p={p:g}")
+            times: dict[str, dict[str, float]] = {"dropkit": _time_dropkit(x, p, repeats)}
+            kept = {"dropkit": 0.0}
+            if torch is not None:
+                times["torch"] = _time_torch(torch, x, p, repeats)
+                if p not in kept_torch:
+                    kept_torch[p] = _torch_kept_bytes_per_element(torch, x[: min(size, 2**20)], p)
+                kept["torch"] = kept_torch[p]
+            times["textbook NumPy"], kept["textbook NumPy"] = _time_textbook(x, p, repeats)
+            read_write = times["dropkit"].pop("read+write")
+            report.rows.append(Row(size, p, MEMORY, "read+write", memory_ms, 1.0, None, None))
+            report.rows.append(
+                Row(size, p, "dropkit p=0", "read+write", read_write, read_write / memory_ms, None, None)
+            )
+            for method, phases in times.items():
+                for phase, ms in phases.items():
+                    torch_ms = times.get("torch", {}).get(phase)
+                    speedup = None if torch_ms is None else torch_ms / ms
+                    report.rows.append(Row(size, p, method, phase, ms, ms / memory_ms, speedup, kept[method]))
+    return report
+
+
+_FIRST_CALL_SCRIPT = """
+import time
+begin = time.perf_counter()
+import numpy as np
+import dropkit
+from dropkit.kernels import dropout_apply
+imported = time.perf_counter()
+x = np.ones(2**20, np.float32)
+dropout_apply(x, 0.5, seed=0, stream=0, scale=2.0)
+first = time.perf_counter()
+dropout_apply(x, 0.5, seed=0, stream=1, scale=2.0)
+second = time.perf_counter()
+print(imported - begin, first - imported, second - first)
+"""
+
+
+def first_call_latency(runs: int = 3) -> dict[str, float]:
+    """Seconds to ``import dropkit`` and for the first and second kernel call (2**20 float32
+    elements), each the median over ``runs`` fresh Python processes.
+
+    Call it after this process has run the kernel once, so numba's on-disk cache is warm.
+    """
+    samples = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-c", _FIRST_CALL_SCRIPT], capture_output=True, text=True, check=True
+        )
+        samples.append([float(v) for v in done.stdout.split()])
+    names = ("import dropkit", "first call (2^20 elements)", "second call")
+    return {
+        name: statistics.median(column)
+        for name, column in zip(names, zip(*samples, strict=True), strict=True)
+    }
+
+
+def _check_size(size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"sizes must be integers >= 1, got {size!r}")
+    return size
+
+
+def _check_p(p: Any) -> float:
+    p = check_probability(p)
+    if p == 1.0:
+        raise ValueError("p must be below 1 for the benchmark (p = 1 is all zeros), got 1.0")
+    return p
+
+
+def _parse_size(text: str) -> int:
+    """``"16777216"``, ``"2**24"`` or ``"2^24"``."""
+    for power in ("**", "^"):
+        if power in text:
+            base, exponent = text.split(power, 1)
+            if base.strip() == "2" and exponent.strip().isdigit():
+                return 2 ** int(exponent)
+    if text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(
+        f"sizes must be positive integers like 1048576, 2**20 or 2^20, got {text!r}"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``dropkit bench`` (also used by ``benchmarks/cpu_dropout.py``)."""
+    parser.add_argument(
+        "--sizes",
+        type=_parse_size,
+        nargs="+",
+        metavar="N",
+        help="float32 element counts, e.g. 2**20 2**24 (default 2**20 2**24 2**26; --quick: 2**20 2**22)",
+    )
+    parser.add_argument(
+        "--ps",
+        type=float,
+        nargs="+",
+        metavar="P",
+        default=list(DEFAULT_PS),
+        help="drop probabilities (default 0.1 0.5)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        help=f"timed runs after one warm-up (default {DEFAULT_REPEATS}; --quick: {QUICK_REPEATS})",
+    )
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="numba and torch threads (default: all cores)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats: a smoke run")
+    parser.add_argument("--no-torch", dest="use_torch", action="store_false", help="skip the torch rows")
+    parser.add_argument(
+        "--no-first-call",
+        dest="first_call",
+        action="store_false",
+        help="skip measuring the first call in fresh processes",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark the parsed options describe, print the table, write the files asked for."""
+    sizes = args.sizes if args.sizes is not None else QUICK_SIZES if args.quick else DEFAULT_SIZES
+    repeats = args.repeats if args.repeats is not None else QUICK_REPEATS if args.quick else DEFAULT_REPEATS
+    try:
+        report = run_benchmarks(
+            sizes,
+            args.ps,
+            repeats=repeats,
+            threads=args.threads,
+            use_torch=args.use_torch,
+            progress=lambda line: print(line, file=sys.stderr),
+        )
+    except (TypeError, ValueError) as error:
+        print(f"dropkit bench: error: {error}", file=sys.stderr)
+        return 2
+    if args.first_call:
+        report.first_call = first_call_latency(runs=1 if args.quick else 3)
+    print(report.table())
+    if args.json:
+        with open(args.json, "w") as file:
+            file.write(report.to_json() + "\n")
+    if args.markdown:
+        with open(args.markdown, "w") as file:
+            file.write(report.table(markdown=True) + "\n")
+    return 0
