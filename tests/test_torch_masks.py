@@ -131,6 +131,18 @@ def test_seeded_module_uses_stream_k_on_its_kth_training_call(seed):
     assert layer.calls == 3  # inference draws nothing
 
 
+def test_seeded_module_resumes_from_a_set_call_count():
+    layer, x = Dropout(0.3, seed=5), data((6, 6))
+    layer.calls = 2**40
+    assert torch.equal(layer(x), reference(x, 0.3, 5, 2**40))
+    assert layer.calls == 2**40 + 1
+    with pytest.raises(
+        ValueError, match=r"calls must be an integer in \[0, 2\*\*63\), got 9223372036854775808"
+    ):
+        layer.calls = 2**63
+    assert layer.calls == 2**40 + 1
+
+
 def test_seeded_module_matches_the_numpy_layer_call_for_call():
     torch_layer, numpy_layer = Dropout(0.35, seed=2024), dropkit.Dropout(0.35, seed=2024)
     x = data((9, 11))
