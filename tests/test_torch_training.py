@@ -7,6 +7,9 @@ themselves are compared exactly (zero pattern of the hidden activations, stream 
 
 from __future__ import annotations
 
+import dataclasses
+import io
+
 import numpy as np
 import pytest
 
@@ -78,3 +81,41 @@ def test_unsupported_layers_are_refused_by_name():
     model = Sequential(dropkit.Dropout(0.5, mode="classic", seed=1))
     with pytest.raises(TypeError, match=r"to_torch converts .* got Dropout\(p=0.5, mode='classic'"):
         to_torch(model)
+
+
+def test_dropkit_train_backend_torch_reproduces_the_numpy_experiment(tmp_path):
+    from dropkit.experiments.run import TrainOptions, prepare, render, run_experiment
+
+    metrics = {}
+    for backend in ("numpy", "torch"):
+        options = TrainOptions(hidden=16, epochs=2, batch_size=128, mc_samples=2, backend=backend)
+        prepared = prepare(dataclasses.replace(options, out=str(tmp_path / backend)))
+        experiment = run_experiment(prepared, out=io.StringIO(), progress=False)
+        metrics[backend] = experiment.metrics
+        assert set(render(experiment)) == {
+            "learning_curves.png",
+            "reliability.png",
+            "metrics.json",
+            "epochs.csv",
+        }
+    numpy_run, torch_run = metrics["numpy"], metrics["torch"]
+    assert torch_run["config"] == {**numpy_run["config"], "backend": "torch"}
+    for key in ("dropout", "no_dropout"):
+        for ours, theirs in zip(
+            torch_run["runs"][key]["epochs"], numpy_run["runs"][key]["epochs"], strict=True
+        ):
+            # Same masks and batches; float32 rounding differs, so a borderline image may flip (1/N each).
+            assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-3)
+            assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-3)
+            assert ours["val_acc"] == pytest.approx(theirs["val_acc"], abs=0.01)
+    assert torch_run["mc"]["dropout_mc"]["accuracy"] == pytest.approx(
+        numpy_run["mc"]["dropout_mc"]["accuracy"], abs=0.01
+    )
+
+
+def test_dropkit_train_rejects_an_unknown_backend(tmp_path, capsys):
+    from dropkit.cli import main
+
+    assert main(["train", "--backend", "jax", "--out", str(tmp_path / "out")]) == 2
+    assert "--backend 'jax' is unknown; choose one of numpy, torch" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import importlib.util
 import io
 import json
 import math
@@ -34,6 +35,7 @@ import numpy as np
 from dropkit._validation import check_probability, check_uint64
 from dropkit.experiments.datasets import DATASETS, Dataset, load_dataset
 from dropkit.experiments.training import (
+    Backend,
     EpochMetrics,
     NumpyBackend,
     RunSummary,
@@ -58,6 +60,7 @@ __all__ = [
 ]
 
 FILES = ("learning_curves.png", "reliability.png", "metrics.json", "epochs.csv")
+BACKENDS = ("numpy", "torch")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class TrainOptions:
     data_dir: str | None = None  # IDX files for fashion-mnist / mnist; default data/<dataset>
     out: str | None = None  # default runs/train-<dataset>-seed<seed>
     mc_samples: int = 30  # MC-dropout passes; 0 skips MC dropout
+    backend: str = "numpy"  # numpy (dropkit.nn) or torch (torch.nn + dropkit.torch.Dropout, CPU)
 
     def output_dir(self) -> Path:
         return (
@@ -98,6 +102,7 @@ _HELP = {
     "data_dir": "directory holding the IDX files of fashion-mnist / mnist (default data/<dataset>)",
     "out": "output directory (default runs/train-<dataset>-seed<seed>)",
     "mc_samples": "MC-dropout forward passes after training; 0 skips MC dropout",
+    "backend": "numpy (the from-scratch MLP) or torch (the same MLP in torch.nn with dropkit.torch.Dropout)",
 }
 
 
@@ -151,6 +156,10 @@ def check_options(options: TrainOptions) -> TrainOptions:
     lr = options.lr
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"--lr must be a positive finite number, got {lr!r}")
+    if options.backend not in BACKENDS:
+        raise ValueError(f"--backend {options.backend!r} is unknown; choose one of {', '.join(BACKENDS)}")
+    if options.backend == "torch" and importlib.util.find_spec("torch") is None:
+        raise ValueError("--backend torch needs PyTorch: pip install 'dropkit[torch]'")
     if options.dataset not in DATASETS:
         raise ValueError(f"--dataset {options.dataset!r} is unknown; choose one of {', '.join(DATASETS)}")
     mc_samples = options.mc_samples
@@ -265,7 +274,7 @@ def _train_one(
     index: int,
     out: TextIO,
     progress: bool | None,
-) -> tuple[Run, NumpyBackend]:
+) -> tuple[Run, Backend]:
     from tqdm import tqdm  # imported here: only training needs it
 
     options, data = prepared.options, prepared.data
@@ -277,7 +286,12 @@ def _train_one(
         p2=p2,
         seeds=prepared.seeds,
     )
-    backend = NumpyBackend(model, options.lr)
+    if options.backend == "torch":
+        from dropkit.torch.training import TorchBackend  # torch is an optional extra
+
+        backend: Backend = TorchBackend.from_numpy(model, options.lr)
+    else:
+        backend = NumpyBackend(model, options.lr)
     steps = options.epochs * math.ceil(len(data.y_train) / options.batch_size)
     print(f"\nrun {index}/2: {label}", file=out)
     print("epoch  train loss  train acc  val loss  val acc", file=out)
@@ -337,7 +351,7 @@ def run_experiment(
     )
     dropout_label = f"dropout p1={options.p1:g} p2={options.p2:g}"
     runs: dict[str, Run] = {}
-    backends: dict[str, NumpyBackend] = {}
+    backends: dict[str, Backend] = {}
     for index, (key, label, p1, p2) in enumerate(
         (("dropout", dropout_label, options.p1, options.p2), ("no_dropout", "no dropout (p = 0)", 0.0, 0.0)),
         start=1,
