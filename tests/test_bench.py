@@ -20,6 +20,7 @@ def test_rows_cover_every_method_phase_size_and_p_without_torch():
     report = run_benchmarks([1000, 4097], [0.1, 0.5], repeats=1, threads=1, use_torch=False)
     expected = {("memory pass", "read+write"), ("dropkit p=0", "read+write")}
     expected |= {(method, phase) for method in ("dropkit", "textbook NumPy") for phase in PHASES}
+    expected.add(("dropkit", "forward, new array"))
     for size in (1000, 4097):
         for p in (0.1, 0.5):
             assert methods_and_phases(report, size, p) == expected
@@ -43,6 +44,8 @@ def test_torch_rows_carry_ratios_and_the_bytes_autograd_keeps():
         assert rows[("torch", phase)].torch_over_this == pytest.approx(1.0)
         dropkit, torch = rows[("dropkit", phase)], rows[("torch", phase)]
         assert dropkit.torch_over_this == pytest.approx(torch.ms / dropkit.ms)
+    allocating = rows[("dropkit", "forward, new array")]
+    assert allocating.torch_over_this == pytest.approx(rows[("torch", "forward")].ms / allocating.ms)
     # torch's CPU dropout saves its mask for backward: at least a byte per element.
     assert rows[("torch", "forward")].kept_bytes_per_element >= 1.0
 
@@ -96,7 +99,7 @@ def test_cli_prints_the_table_and_writes_json_and_markdown(tmp_path, capsys):
     assert "textbook NumPy" in out and "3000" in out
     data = json.loads(json_path.read_text())
     assert {row["size"] for row in data["rows"]} == {1024, 3000}
-    assert markdown_path.read_text().count("| dropkit |") == 2 * len(PHASES)
+    assert markdown_path.read_text().count("| dropkit |") == 2 * (len(PHASES) + 1)
 
 
 @pytest.mark.parametrize(

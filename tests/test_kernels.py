@@ -16,7 +16,7 @@ cpu = pytest.importorskip("dropkit.kernels.cpu", reason="numba is not installed"
 
 SEED, STREAM = 0x0123456789ABCDEF, 2**40 + 5
 # (length, start): odd lengths, lengths not a multiple of 4, unaligned starts, a batch (4096) and a
-# task (65536) boundary crossed, starts past 2**32, and a range ending exactly at 2**64.
+# task (65536) boundary crossed, starts past 2**32 and 2**34 (block 2**32), a range ending at 2**64.
 RANGES = [
     (0, 3),
     (1, 0),
@@ -28,6 +28,8 @@ RANGES = [
     (2 * 65536 + 7, 1),
     (1001, 2**32 - 7),
     (999, 2**33 + 2),
+    (9001, 2**34 - 4099),  # block 2**32: the high counter word changes inside a batch
+    (70001, 2**34 - 65533),
     (517, 2**64 - 517),
 ]
 # 0 keeps all; 2**-32 and 3e-9 give thresholds 1 and 13; 1 - 2**-32 gives 2**32 - 1 (keeps only
