@@ -1,0 +1,305 @@
+"""Shards: where a local array sits in a global one, and the slice of the global mask it draws.
+
+The contract (see :mod:`dropkit.philox`) keys every keep decision by the element's row-major flat
+index in the *global* tensor, so a process holding only a slice of that tensor draws exactly the
+slice of the global mask once it knows where the slice sits. A :class:`Shard` says so with the global
+shape and the offset of the slice along every dimension (the local shape is the local array's)::
+
+    global index of local element (i_0, ..., i_{n-1}) = sum_d (offsets[d] + i_d) * stride_d
+    stride_d = global_shape[d + 1] * ... * global_shape[n - 1]
+
+A shard is one contiguous range of global indexes when it splits only the leading dims (a row block of
+a batch); the kernels then take it whole, with ``start`` set to its first index. Otherwise, e.g. a
+``(B, T, H)`` tensor split along ``T`` or ``H``, it is several *runs*: the local array reshaped to
+``(runs, run_length)`` has rows that are contiguous global ranges, each with its own start.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from dropkit import kernels
+from dropkit._validation import UINT64_LIMIT, check_float_array, check_uint64
+from dropkit.kernels.reference import scale_kept
+from dropkit.philox import keep_range, keep_threshold, random_bits
+
+__all__ = ["Runs", "Shard", "shard_dropout_apply", "shard_keep_mask"]
+
+_KEEP_NONE = 1 << 32  # keep_threshold(1.0): no 32-bit word reaches it
+# Below this many runs, each run goes to the kernel dispatcher on its own (and may use every thread);
+# from here on one compiled loop hands whole runs to the threads.
+_FEW_RUNS = 8
+
+
+def _check_dims(name: str, value: Any) -> tuple[int, ...]:
+    """``value`` as a tuple of non-negative Python ints (a shape or a list of offsets)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of non-negative ints, got {type(value).__name__}")
+    dims = tuple(value)
+    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0 for d in dims):
+        raise ValueError(f"{name} must be a sequence of non-negative ints, got {dims}")
+    return tuple(int(d) for d in dims)
+
+
+class Runs(NamedTuple):
+    """A shard as ``(len(starts), length)`` rows of consecutive global indexes."""
+
+    starts: np.ndarray  # uint64, (runs,): global flat index of each row's first element
+    length: int  # elements per row
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A local array of shape ``local_shape`` at ``offsets`` in a global tensor of ``global_shape``.
+
+    Args:
+        global_shape: shape of the logical, global tensor (at most ``2**64`` elements, the index range).
+        offsets: index of the local array's first element along every dim of the global tensor.
+        local_shape: shape of the local array; ``offsets[d] + local_shape[d] <= global_shape[d]``.
+
+    Raises ``ValueError`` naming the argument when the dims disagree or the shard leaves the tensor.
+
+    >>> shard = Shard(global_shape=(2, 3, 4), offsets=(0, 0, 2), local_shape=(2, 3, 2))
+    >>> shard.start is None, shard.runs.length, shard.runs.starts.tolist()
+    (True, 2, [2, 6, 10, 14, 18, 22])
+    >>> Shard((8, 4), (6, 0), (2, 4)).start  # rows 6 and 7: one range, from 6 * 4
+    24
+    """
+
+    global_shape: tuple[int, ...]
+    offsets: tuple[int, ...]
+    local_shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        global_shape = _check_dims("global_shape", self.global_shape)
+        offsets = _check_dims("offsets", self.offsets)
+        local_shape = _check_dims("local_shape", self.local_shape)
+        ndim = len(global_shape)
+        if len(offsets) != ndim:
+            raise ValueError(
+                f"offsets must have one entry per dim of global_shape {global_shape}, got {offsets}"
+            )
+        if len(local_shape) != ndim:
+            raise ValueError(
+                f"the local shape {local_shape} must have as many dims as global_shape {global_shape}"
+            )
+        for d, (size, offset, extent) in enumerate(zip(global_shape, offsets, local_shape, strict=True)):
+            if offset > size:
+                raise ValueError(
+                    f"offsets[{d}] = {offset} is out of range [0, {size}] for global_shape[{d}] = {size}"
+                )
+            if offset + extent > size:
+                raise ValueError(
+                    f"the shard runs past global_shape[{d}] = {size}: "
+                    f"offsets[{d}] + local extent = {offset} + {extent} > {size}"
+                )
+        if math.prod(global_shape) > UINT64_LIMIT:
+            raise ValueError(
+                f"global_shape {global_shape} has more than 2**64 elements, the range of the mask index"
+            )
+        for name, value in (
+            ("global_shape", global_shape),
+            ("offsets", offsets),
+            ("local_shape", local_shape),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def size(self) -> int:
+        """Number of local elements."""
+        return math.prod(self.local_shape)
+
+    @functools.cached_property
+    def _layout(self) -> tuple[int, int, tuple[int, ...]]:
+        """``(first, inner, strides)``: first run dim, first global index, global row-major strides."""
+        strides, step = [], 1
+        for size in reversed(self.global_shape):
+            strides.append(step)
+            step *= size
+        strides.reverse()
+        # Trailing dims the shard spans in full merge into the run, as does the innermost partial one.
+        inner = len(self.global_shape)
+        while inner > 0 and self.local_shape[inner - 1] == self.global_shape[inner - 1]:
+            inner -= 1
+        first = sum(o * s for o, s in zip(self.offsets, strides, strict=True))
+        return max(inner - 1, 0), first, tuple(strides)
+
+    @property
+    def start(self) -> int | None:
+        """Global flat index of the first element when the shard is one contiguous range, else None.
+
+        An empty shard counts as the empty range at 0.
+        """
+        run_dim, first, _ = self._layout
+        if self.size == 0:
+            return 0
+        if all(extent == 1 for extent in self.local_shape[:run_dim]):
+            return first
+        return None
+
+    @functools.cached_property
+    def runs(self) -> Runs:
+        """The shard as rows of consecutive global indexes: ``local.reshape(len(starts), length)``.
+
+        Rows follow the local row-major order; row ``r`` holds global indexes
+        ``starts[r], ..., starts[r] + length - 1``. One row when :attr:`start` is not None.
+        """
+        run_dim, first, strides = self._layout
+        if self.size == 0:
+            return Runs(np.empty(0, np.uint64), 0)
+        starts = np.array([first], dtype=np.uint64)
+        for extent, stride in zip(self.local_shape[:run_dim], strides[:run_dim], strict=True):
+            if extent > 1:
+                steps = np.arange(extent, dtype=np.uint64) * np.uint64(stride)
+                starts = (starts[:, None] + steps).ravel()
+        return Runs(starts, math.prod(self.local_shape[run_dim:]))
+
+    def global_indexes(self) -> np.ndarray:
+        """The global flat index of every local element: a uint64 array of the local shape.
+
+        >>> Shard((3, 4), (1, 1), (2, 2)).global_indexes().tolist()
+        [[5, 6], [9, 10]]
+        """
+        starts, length = self.runs
+        return (starts[:, None] + np.arange(length, dtype=np.uint64)).reshape(self.local_shape)
+
+    def keep_mask(self, p: float, *, seed: int, stream: int = 0) -> np.ndarray:
+        """The shard's slice of ``keep_mask(global_shape, p, seed=seed, stream=stream)``, a bool array.
+
+        >>> import dropkit
+        >>> full = dropkit.keep_mask((4, 6), 0.5, seed=3)
+        >>> bool((Shard((4, 6), (1, 2), (2, 3)).keep_mask(0.5, seed=3) == full[1:3, 2:5]).all())
+        True
+        """
+        threshold = keep_threshold(p)
+        if self.start is not None:
+            return keep_range(p, seed, stream, self.start, self.size).reshape(self.local_shape)
+        if threshold >= _KEEP_NONE:  # p == 1: no 32-bit word reaches 2**32
+            check_uint64("seed", seed)
+            check_uint64("stream", stream)
+            return np.zeros(self.local_shape, dtype=bool)
+        return random_bits(seed, stream, self.global_indexes()) >= np.uint32(threshold)
+
+    def dropout_apply(
+        self,
+        x: np.ndarray,
+        p: float,
+        *,
+        seed: int,
+        stream: int,
+        scale: float,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """:func:`dropkit.kernels.dropout_apply` for the shard: ``x * keep * scale`` with its global mask.
+
+        One range goes to the kernels with ``start``; several runs go to the fused kernel run by run
+        (one compiled loop over them when numba is available), else through :meth:`keep_mask` and
+        the reference rounding.
+
+        Args:
+            x: floating-point array of shape ``local_shape``.
+            out: optional array of ``x``'s shape and dtype to write into (``out=x`` is in place).
+        """
+        x = check_float_array("x", x)
+        if x.shape != self.local_shape:
+            raise ValueError(f"x must have the shard's local shape {self.local_shape}, got {x.shape}")
+        threshold = keep_threshold(p)
+        seed, stream = check_uint64("seed", seed), check_uint64("stream", stream)
+        if out is not None:
+            kernels._check_out(x, out)
+        if self.start is not None:
+            return kernels.dropout_apply(
+                x, p, seed=seed, stream=stream, scale=scale, start=self.start, out=out
+            )
+        starts, length = self.runs
+        if not (kernels.numba_available() and kernels._fits_kernel(x, out, 0)):
+            if threshold >= _KEEP_NONE:
+                result = np.zeros_like(x)
+            else:
+                result = scale_kept(x, self.keep_mask(p, seed=seed, stream=stream), scale)
+            if out is None:
+                return result
+            out[...] = result
+            return out
+        result = np.empty_like(x) if out is None else out
+        rows, out_rows = x.reshape(starts.size, length), result.reshape(starts.size, length)
+        if starts.size < _FEW_RUNS:
+            for row, out_row, start in zip(rows, out_rows, starts.tolist(), strict=True):
+                kernels.dropout_apply(row, p, seed=seed, stream=stream, scale=scale, start=start, out=out_row)
+            return result
+        integers = (np.uint64(v) for v in (threshold, seed, stream))
+        _runs_kernel()(rows, out_rows, starts, *integers, float(scale))
+        return result
+
+
+@functools.cache
+def _runs_kernel():
+    """A numba loop that hands runs to threads, each run through the serial fused kernel.
+
+    Built on first use: :mod:`dropkit.kernels.cpu` (and numba) load only when a sharded call needs them.
+    """
+    import numba
+
+    serial = kernels._cpu_module().dropout_kernel_serial
+
+    @numba.njit(parallel=True, cache=True)
+    def dropout_runs(rows, out_rows, starts, threshold, seed, stream, scale):  # pragma: no cover - compiled
+        for r in numba.prange(starts.size):
+            serial(rows[r], out_rows[r], starts[r], threshold, seed, stream, scale)
+
+    return dropout_runs
+
+
+def shard_keep_mask(
+    global_shape: Sequence[int],
+    offsets: Sequence[int],
+    local_shape: Sequence[int],
+    p: float,
+    *,
+    seed: int,
+    stream: int = 0,
+) -> np.ndarray:
+    """The keep mask of one shard: ``keep_mask(global_shape, ...)[o0:o0 + l0, o1:o1 + l1, ...]``.
+
+    Computed from the shard's global indexes alone; the global mask is never formed.
+
+    >>> import dropkit
+    >>> part = shard_keep_mask((4, 6, 8), (0, 2, 0), (4, 3, 8), 0.3, seed=1, stream=2)
+    >>> bool((part == dropkit.keep_mask((4, 6, 8), 0.3, seed=1, stream=2)[:, 2:5]).all())
+    True
+    """
+    return Shard(tuple(global_shape), tuple(offsets), tuple(local_shape)).keep_mask(
+        p, seed=seed, stream=stream
+    )
+
+
+def shard_dropout_apply(
+    x: np.ndarray,
+    p: float,
+    *,
+    seed: int,
+    stream: int,
+    scale: float,
+    global_shape: Sequence[int],
+    offsets: Sequence[int],
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Dropout of the shard ``x`` of a global tensor: ``x * shard_keep_mask(...) * scale``.
+
+    Equals the matching slice of ``kernels.dropout_apply`` on the global tensor, bit for bit.
+
+    >>> x = np.ones((2, 4), np.float32)
+    >>> shard_dropout_apply(x, 0.5, seed=0, stream=0, scale=2.0, global_shape=(2, 8), offsets=(0, 4))
+    array([[2., 0., 2., 0.],
+           [2., 0., 2., 0.]], dtype=float32)
+    """
+    x = check_float_array("x", x)
+    shard = Shard(tuple(global_shape), tuple(offsets), x.shape)
+    return shard.dropout_apply(x, p, seed=seed, stream=stream, scale=scale, out=out)
