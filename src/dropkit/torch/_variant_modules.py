@@ -1,0 +1,371 @@
+"""The dropout variants for PyTorch, modules: thin layers over :mod:`dropkit.torch._variants`.
+
+Randomness is :class:`dropkit.torch.Dropout`'s: with ``seed=None`` every training call draws a fresh seed
+from torch's default CPU generator (stream 0); with an explicit ``seed`` the k-th training call uses
+stream k. Every module sets ``stochastic = True``, so :func:`dropkit.torch.mc_dropout` turns it on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dropkit._validation import check_probability, check_uint64
+from dropkit.dropblock import _check_block
+from dropkit.layers import drop_path_mask_shape
+from dropkit.noise import _check_gaussian_p
+from dropkit.torch import _variants as V
+from dropkit.torch.functional import check_inplace
+
+__all__ = [
+    "AlphaDropout",
+    "DropBlock2d",
+    "DropConnectLinear",
+    "DropPath",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "FeatureAlphaDropout",
+    "GaussianDropout",
+    "LockedDropout",
+    "WeightDrop",
+]
+
+
+class _Stochastic(nn.Module):
+    """Shared machinery: the seed, the call counter, train/eval. A subclass says how it checks and
+    applies itself to an input (``_plan``, from :mod:`dropkit.torch._variants`)."""
+
+    stochastic = True  # dropkit.torch.mc_dropout turns on every module that says so
+    inplace = False
+
+    def __init__(self, p: float, *, seed: int | None) -> None:
+        super().__init__()
+        self.p = p  # checked by the subclass, whose range it knows
+        self.seed = None if seed is None else check_uint64("seed", seed)
+        # A tensor, not an int, so a compiled graph advances it at run time (as dropkit.torch.Dropout).
+        with torch.inference_mode(False):
+            self._calls = torch.zeros((), dtype=torch.int64)
+
+    @property
+    def calls(self) -> int:
+        """Training calls so far; with an explicit seed, the next one uses stream ``calls``."""
+        return int(self._calls)
+
+    def _next_stream(self) -> int | Tensor:
+        if torch.compiler.is_compiling():
+            stream = self._calls.clone()
+            self._calls.add_(1)
+            return stream
+        stream = int(self._calls)
+        self._calls += 1
+        return stream
+
+    def _plan(self, input: Tensor) -> V.Apply:
+        raise NotImplementedError
+
+    def forward(self, input: Tensor) -> Tensor:
+        apply = self._plan(input)  # every check first: a rejected input moves no counter
+        if not self.training:
+            return input
+        check_inplace(input, self.inplace)
+        stream = 0 if self.seed is None else self._next_stream()
+        if self.p == 0.0 or input.numel() == 0:
+            return input
+        return apply(self.seed, stream)
+
+    def _seed_repr(self) -> str:
+        return "" if self.seed is None else f", seed={self.seed}"
+
+
+class _ChannelDropout(_Stochastic):
+    spatial_dims: int
+
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
+        super().__init__(check_probability(p), seed=seed)
+        self.inplace = inplace
+
+    def _plan(self, input: Tensor) -> V.Apply:
+        return V.plan_channel(input, self.p, self.inplace, self.spatial_dims)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inplace={self.inplace}{self._seed_repr()}"
+
+
+class Dropout1d(_ChannelDropout):
+    """torch's ``nn.Dropout1d``: zero whole channels of ``(N, C, L)`` or ``(C, L)``;
+    see :func:`dropkit.torch.functional.channel_dropout`.
+
+    >>> Dropout1d(0.5, seed=0)(torch.ones(1, 3, 2))[0]
+    tensor([[0., 0.],
+            [2., 2.],
+            [2., 2.]])
+    """
+
+    spatial_dims = 1
+
+
+class Dropout2d(_ChannelDropout):
+    """torch's ``nn.Dropout2d``: zero whole channels of ``(N, C, H, W)`` or ``(C, H, W)``.
+
+    A 3-D input is the unbatched ``(C, H, W)`` (torch guesses and warns; use :class:`Dropout1d`
+    for ``(N, C, L)``). See :func:`dropkit.torch.functional.channel_dropout`.
+
+    >>> Dropout2d(0.5, seed=0)(torch.ones(3, 2, 2))[:, 0, 0]
+    tensor([0., 2., 2.])
+    """
+
+    spatial_dims = 2
+
+
+class Dropout3d(_ChannelDropout):
+    """torch's ``nn.Dropout3d``: zero whole channels of ``(N, C, D, H, W)`` or ``(C, D, H, W)``.
+
+    >>> Dropout3d(0.5, seed=0)(torch.ones(1, 3, 1, 1, 2))[0, :, 0, 0, 0]
+    tensor([0., 2., 2.])
+    """
+
+    spatial_dims = 3
+
+
+class LockedDropout(_Stochastic):
+    """Locked (variational) dropout (AWD-LSTM): one mask per sequence, the same at every time step;
+    see :func:`dropkit.torch.functional.locked_dropout`.
+
+    Shape: ``(T, N, *features)``, or ``(N, T, *features)`` with ``batch_first``.
+
+    >>> y = LockedDropout(0.5, seed=0)(torch.ones(5, 2, 3))
+    >>> bool((y == y[0]).all())
+    True
+    """
+
+    def __init__(self, p: float = 0.5, batch_first: bool = False, *, seed: int | None = None) -> None:
+        super().__init__(check_probability(p), seed=seed)
+        self.batch_first = bool(batch_first)
+
+    def _plan(self, input: Tensor) -> V.Apply:
+        return V.plan_locked(input, self.p, self.batch_first)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, batch_first={self.batch_first}{self._seed_repr()}"
+
+
+class DropPath(_Stochastic):
+    """Drop path / stochastic depth (timm's ``DropPath``, torchvision's ``StochasticDepth``);
+    see :func:`dropkit.torch.functional.drop_path`.
+
+    >>> DropPath(0.5, seed=0)(torch.ones(4, 2))[:, 0]
+    tensor([0., 2., 2., 2.])
+    """
+
+    def __init__(
+        self, p: float = 0.0, mode: str = "row", scale_by_keep: bool = True, *, seed: int | None = None
+    ) -> None:
+        drop_path_mask_shape((1,), mode)  # checks mode
+        super().__init__(check_probability(p), seed=seed)
+        self.mode = mode
+        self.scale_by_keep = bool(scale_by_keep)
+
+    def _plan(self, input: Tensor) -> V.Apply:
+        return V.plan_drop_path(input, self.p, self.mode, self.scale_by_keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode!r}, scale_by_keep={self.scale_by_keep}{self._seed_repr()}"
+
+
+class GaussianDropout(_Stochastic):
+    """Gaussian dropout (Keras' ``GaussianDropout``): ``y = x * eps``, ``eps ~ N(1, p / (1 - p))``;
+    see :func:`dropkit.torch.functional.gaussian_dropout`.
+
+    >>> GaussianDropout(0.5, seed=0).eval()(torch.ones(2))
+    tensor([1., 1.])
+    """
+
+    def __init__(self, p: float = 0.5, *, seed: int | None = None) -> None:
+        super().__init__(_check_gaussian_p(p), seed=seed)
+
+    def _plan(self, input: Tensor) -> V.Apply:
+        return V.plan_gaussian(input, self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}{self._seed_repr()}"
+
+
+class AlphaDropout(_Stochastic):
+    """torch's ``nn.AlphaDropout`` for SELU networks; see :func:`dropkit.torch.functional.alpha_dropout`.
+
+    Unlike torch's module, ``inplace=True`` is honoured.
+
+    >>> AlphaDropout(0.5, seed=0).eval()(torch.ones(2))
+    tensor([1., 1.])
+    """
+
+    feature = False
+
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
+        super().__init__(check_probability(p), seed=seed)
+        self.inplace = inplace
+
+    def _plan(self, input: Tensor) -> V.Apply:
+        return V.plan_alpha(input, self.p, self.inplace, self.feature)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inplace={self.inplace}{self._seed_repr()}"
+
+
+class FeatureAlphaDropout(AlphaDropout):
+    """torch's ``nn.FeatureAlphaDropout``: alpha dropout of whole channels of ``(N, C, ...)``.
+
+    >>> y = FeatureAlphaDropout(0.5, seed=0)(torch.zeros(1, 4, 3))
+    >>> bool((y == y[:, :, :1]).all())
+    True
+    """
+
+    feature = True
+
+
+class DropBlock2d(_Stochastic):
+    """DropBlock (timm's ``DropBlock2d`` without its ignored arguments); see
+    :func:`dropkit.torch.functional.drop_block2d`.
+
+    >>> y = DropBlock2d(0.3, 3, seed=1)(torch.ones(1, 1, 5, 5))
+    >>> int((y == 0).sum())
+    9
+    """
+
+    def __init__(
+        self,
+        p: float = 0.1,
+        block_size: int = 7,
+        gamma_scale: float = 1.0,
+        batchwise: bool = False,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        _check_block((1, 1, 1, 1), block_size, gamma_scale, batchwise)
+        super().__init__(check_probability(p), seed=seed)
+        self.block_size, self.gamma_scale, self.batchwise = block_size, gamma_scale, bool(batchwise)
+
+    def _plan(self, input: Tensor) -> V.Apply:
+        return V.plan_drop_block(input, self.p, self.block_size, self.gamma_scale, self.batchwise)
+
+    def extra_repr(self) -> str:
+        return (
+            f"p={self.p}, block_size={self.block_size}, gamma_scale={self.gamma_scale}, "
+            f"batchwise={self.batchwise}{self._seed_repr()}"
+        )
+
+
+class _WeightDropout(_Stochastic):
+    """Dropout of a weight tensor. Weight ``index`` of ``count`` dropped together takes stream
+    ``k * count + index`` on the k-th training call, so one seed gives every weight its own masks."""
+
+    def __init__(self, p: float, *, seed: int | None, index: int = 0, count: int = 1) -> None:
+        super().__init__(check_probability(p), seed=seed)
+        self.index, self.count = index, count
+
+    def _next_stream(self) -> int | Tensor:
+        return super()._next_stream() * self.count + self.index
+
+    def _plan(self, weight: Tensor) -> V.Apply:
+        return V.plan_dropout(weight, self.p, False, None)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}{self._seed_repr()}"
+
+
+class DropConnectLinear(nn.Linear):
+    """DropConnect (Wan et al. 2013): ``y = x (W * M / (1 - p))^T + b`` in training, ``nn.Linear`` in eval.
+
+    A fresh mask ``M = keep_mask((out_features, in_features), p, seed, stream)`` over the weight per
+    training call (the batch shares it); the bias is not dropped. It equals
+    :class:`dropkit.dropconnect.DropConnectLinear` for the same seed and stream. Backward replays ``M``.
+
+    Args:
+        in_features, out_features, bias, device, dtype: as for ``nn.Linear``.
+        p: probability of dropping a weight, in [0, 1].
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    Shape: ``(*, in_features) -> (*, out_features)``.
+
+    >>> layer = DropConnectLinear(4, 3, p=0.5, seed=0)
+    >>> layer(torch.ones(2, 4)).shape
+    torch.Size([2, 3])
+    """
+
+    stochastic = True
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        p: float = 0.5,
+        *,
+        seed: int | None = None,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        weight_dropout = _WeightDropout(p, seed=seed)  # checks p and seed before any weight is made
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self.weight_dropout = weight_dropout
+
+    def forward(self, input: Tensor) -> Tensor:
+        return nn.functional.linear(input, self.weight_dropout(self.weight), self.bias)
+
+
+class WeightDrop(nn.Module):
+    """AWD-LSTM's weight drop (Merity et al. 2018): DropConnect on named parameters of any module.
+
+    Each training forward drops the named parameters (one mask per parameter, the whole call sharing
+    it) and runs ``module`` with them through ``torch.func.functional_call``; in eval it runs ``module``
+    with its own parameters. The parameters stay where they are, so ``state_dict`` keys, ``.to()`` and
+    optimizers see the plain module, and nothing is drawn outside a forward. With an explicit seed the
+    k-th training call drops parameter ``j`` of ``n`` with stream ``k * n + j``.
+
+    Args:
+        module: the module whose parameters are dropped, e.g. an ``nn.LSTM``.
+        names: one parameter name or several (dotted names reach submodules), e.g. ``"weight_hh_l0"``.
+        p: probability of dropping a weight, in [0, 1].
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    >>> lstm = WeightDrop(nn.LSTM(4, 5), "weight_hh_l0", p=0.5, seed=0)
+    >>> output, (h, c) = lstm(torch.ones(3, 2, 4))
+    >>> output.shape
+    torch.Size([3, 2, 5])
+    """
+
+    stochastic = True
+
+    def __init__(
+        self,
+        module: nn.Module,
+        names: str | Sequence[str] = "weight",
+        p: float = 0.5,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        names = (names,) if isinstance(names, str) else tuple(names)
+        parameters = dict(module.named_parameters())
+        missing = [name for name in names if name not in parameters]
+        if not names or missing:
+            raise ValueError(
+                f"names must name parameters of the module, got {list(names)}; "
+                f"its parameters are {list(parameters)}"
+            )
+        dropouts = [_WeightDropout(p, seed=seed, index=j, count=len(names)) for j in range(len(names))]
+        super().__init__()
+        self.module = module
+        self.names = names
+        self.dropouts = nn.ModuleList(dropouts)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        pairs = zip(self.names, self.dropouts, strict=True)
+        weights = {name: dropout(self.module.get_parameter(name)) for name, dropout in pairs}
+        return torch.func.functional_call(self.module, weights, args, kwargs)
+
+    def extra_repr(self) -> str:
+        return f"names={list(self.names)}"
