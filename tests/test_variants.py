@@ -245,3 +245,33 @@ def test_supplied_mask_uses_the_mask_shape():
     y = layer.forward(np.ones((1, 2, 3)), mask=[[1, 0]])
     assert y.tolist() == [[[2.0, 2.0, 2.0], [0.0, 0.0, 0.0]]]
     assert layer.backward(np.ones((1, 2, 3))).tolist() == y.tolist()
+
+
+def test_drop_connect_drops_weights_with_the_torch_layout_mask():
+    from dropkit.dropconnect import DropConnectLinear
+
+    layer = DropConnectLinear(5, 3, 0.5, rng=np.random.default_rng(0), seed=7, dtype=np.float64)
+    x = RNG.normal(size=(4, 5))
+    y = layer(x)
+    keep = keep_mask((3, 5), 0.5, seed=7, stream=0)  # (out_features, in_features)
+    np.testing.assert_allclose(y, x @ (layer.weight.value * keep.T * 2.0) + layer.bias.value, rtol=1e-12)
+    np.testing.assert_array_equal(layer.eval()(x), x @ layer.weight.value + layer.bias.value)
+
+
+def test_drop_connect_gradients_match_finite_differences():
+    from dropkit.dropconnect import DropConnectLinear
+
+    layer = DropConnectLinear(4, 3, 0.4, rng=np.random.default_rng(1), seed=3, dtype=np.float64)
+    x, upstream = RNG.normal(size=(2, 4)), RNG.normal(size=(2, 3))
+    layer(x)
+    dx = layer.backward(upstream)
+    np.testing.assert_allclose(dx, numeric_grad(layer, x, upstream), atol=1e-7)
+    weight, eps = layer.weight.value, 1e-6
+    numeric_dw = np.zeros_like(weight)
+    for i in np.ndindex(weight.shape):
+        for sign in (1, -1):
+            weight[i] += sign * eps
+            layer.calls = 0
+            numeric_dw[i] += sign * float((layer(x) * upstream).sum()) / (2 * eps)
+            weight[i] -= sign * eps
+    np.testing.assert_allclose(layer.weight.grad, numeric_dw, atol=1e-7)

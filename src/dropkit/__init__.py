@@ -6,6 +6,7 @@ that draw the very same masks and store none of them for backward.
 """
 
 from dropkit.dropblock import DropBlock2d, drop_block2d
+from dropkit.dropconnect import DropConnectLinear
 from dropkit.layers import (
     ChannelDropout,
     Dropout,
@@ -23,6 +24,7 @@ __all__ = [
     "AlphaDropout",
     "ChannelDropout",
     "DropBlock2d",
+    "DropConnectLinear",
     "DropPath",
     "Dropout",
     "GaussianDropout",

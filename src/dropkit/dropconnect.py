@@ -1,0 +1,89 @@
+"""DropConnect (Wan, Zeiler, Zhang, LeCun, Fergus, "Regularization of neural networks using
+DropConnect", ICML 2013), NumPy reference: drop *weights* instead of activations.
+
+Each training call draws a fresh mask over the weight matrix, so every example in the batch sees
+the same thinned layer. The mask is drawn over ``(out_features, in_features)`` — PyTorch's weight
+layout — so this layer and ``dropkit.torch.DropConnectLinear`` drop the very same connections
+for the same ``(seed, stream)``, although NumPy's ``Linear`` stores ``W`` as ``(in, out)``.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+
+from dropkit._validation import check_probability, check_uint64
+from dropkit.layers import dropout
+from dropkit.nn import Linear
+
+__all__ = ["DropConnectLinear"]
+
+
+class DropConnectLinear(Linear):
+    """``y = x @ (W * M / (1 - p)) + b`` in training, ``x @ W + b`` at inference; the bias is not dropped.
+
+    Use it where dropping activations is too coarse, e.g. on a classifier's last layers; it is
+    the weight-level analogue of inverted dropout (same expectation, scale ``1/(1-p)``).
+
+    Backward: ``dL/dW = (x.T @ dL/dy) * M / (1 - p)``, ``dL/dx = dL/dy @ (W * M / (1 - p)).T``,
+    with ``M`` regenerated from ``(seed, stream)``.
+
+    Shape: ``(N, in_features) -> (N, out_features)``.
+
+    >>> layer = DropConnectLinear(4, 3, 0.5, rng=np.random.default_rng(0), seed=0)
+    >>> layer(np.ones((2, 4), np.float32)).shape
+    (2, 3)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        p: float = 0.5,
+        *,
+        rng: np.random.Generator,
+        seed: int | None = None,
+        dtype=np.float32,
+    ):
+        self.p = check_probability(p)
+        self.seed = secrets.randbits(64) if seed is None else check_uint64("seed", seed)
+        super().__init__(in_features, out_features, rng=rng, dtype=dtype)
+        self.training = True
+        self.calls = 0  # training calls so far; the next one uses stream `calls`
+        self._stream: int | None = None  # stream of the latest forward, None at inference
+
+    def train(self, mode: bool = True) -> DropConnectLinear:
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> DropConnectLinear:
+        return self.train(False)
+
+    def _drop(self, weight_like: np.ndarray, stream: int) -> np.ndarray:
+        """``weight_like * M * scale`` with ``M`` drawn over the transposed, torch-layout shape."""
+        return dropout(weight_like.T, self.p, seed=self.seed, stream=stream).T
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training:
+            self._stream = None
+            return super().forward(x)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
+        self._stream, self.calls = self.calls, self.calls + 1
+        self._x = x
+        return x @ self._drop(self.weight.value, self._stream) + self.bias.value
+
+    __call__ = forward
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        if self._stream is None:
+            return super().backward(grad)
+        if self._x is None:
+            raise RuntimeError("DropConnectLinear.backward called before forward")
+        self.weight.grad = self._drop(self._x.T @ grad, self._stream)
+        self.bias.grad = grad.sum(axis=0)
+        return grad @ self._drop(self.weight.value, self._stream).T
+
+    def __repr__(self) -> str:
+        return f"DropConnectLinear({self.in_features}, {self.out_features}, p={self.p}, seed={self.seed})"
