@@ -8,6 +8,8 @@ for float32 data of each size and each drop probability ``p``:
   kernel when numba is installed). Backward is the same call on the gradient, the mask regenerated
   from ``(seed, stream)``; nothing but those two integers is kept between them.
 - **torch**: ``torch.nn.functional.dropout`` forward, and autograd's backward through it.
+- **dropkit.torch**: ``dropkit.torch.functional.dropout``, the drop-in for it, timed the same way:
+  a new output tensor each call and autograd around the same kernel.
 - **textbook NumPy**: ``mask = (uniform floats >= p) / (1 - p)``, ``y = x * mask``, ``dx = dy * mask``.
 - **memory pass**: ``np.multiply(x, s, out=y)``: one read and one write of the data, the floor any
   elementwise op pays (NumPy runs it on one thread). ``dropkit p=0`` is the kernel's own
@@ -52,7 +54,7 @@ class Row:
 
     size: int
     p: float
-    method: str  # "dropkit", "torch", "textbook NumPy", "memory pass", "dropkit p=0"
+    method: str  # "dropkit", "dropkit.torch", "torch", "textbook NumPy", "memory pass", "dropkit p=0"
     phase: str  # "forward", "forward, new array", "backward", "forward+backward", "read+write"
     ms: float  # median wall time in milliseconds
     vs_memory: float  # ms / the memory pass's ms at this size
@@ -170,12 +172,12 @@ def _import_torch() -> Any:
     return torch
 
 
-def _torch_kept_bytes_per_element(torch: Any, x: np.ndarray, p: float) -> float:
-    """Bytes autograd saves for dropout's backward, per element, besides the input itself."""
+def _kept_bytes_per_element(torch: Any, dropout: Callable[..., Any], x: np.ndarray, p: float) -> float:
+    """Bytes autograd saves for ``dropout``'s backward, per element, besides the input itself."""
     saved = []
     leaf = torch.from_numpy(x).requires_grad_()
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        torch.nn.functional.dropout(leaf, p, training=True)
+        dropout(leaf, p)
     own = leaf.untyped_storage().data_ptr()
     kept = sum(t.untyped_storage().nbytes() for t in saved if t.untyped_storage().data_ptr() != own)
     return kept / x.size
@@ -210,23 +212,34 @@ def _time_dropkit(x: np.ndarray, p: float, repeats: int) -> dict[str, float]:
     }
 
 
-def _time_torch(torch: Any, x: np.ndarray, p: float, repeats: int) -> dict[str, float]:
-    dropout = torch.nn.functional.dropout
+def _torch_methods(torch: Any) -> dict[str, Callable[..., Any]]:
+    """torch's dropout and, when it imports, dropkit's drop-in for it (the kernel under autograd)."""
+    methods = {"torch": lambda t, p: torch.nn.functional.dropout(t, p, training=True)}
+    try:
+        from dropkit.torch.functional import dropout as dropkit_dropout
+    except ImportError:
+        return methods
+    methods["dropkit.torch"] = lambda t, p: dropkit_dropout(t, p, seed=SEED, stream=1)
+    return methods
+
+
+def _time_autograd(
+    torch: Any, dropout: Callable[..., Any], x: np.ndarray, p: float, repeats: int
+) -> dict[str, float]:
+    """A torch-style ``dropout(tensor, p)``: forward without grad, autograd's backward, both."""
     data, grad = torch.from_numpy(x), torch.from_numpy(x[::-1].copy())
     leaf = data.detach().clone().requires_grad_()
     graph: dict[str, Any] = {}
 
     def fresh_forward() -> None:
         leaf.grad = None  # so backward allocates its gradient rather than adding into an old one
-        graph["y"] = dropout(leaf, p, training=True)
+        graph["y"] = dropout(leaf, p)
 
     def both() -> None:
-        dropout(leaf, p, training=True).backward(grad)
+        dropout(leaf, p).backward(grad)
 
-    with torch.no_grad():
-        forward_ms = _median_ms(lambda: dropout(data, p, training=True), repeats)
     return {
-        "forward": forward_ms,
+        "forward": _median_ms(lambda: dropout(data, p), repeats),
         "backward": _median_ms(lambda: graph["y"].backward(grad), repeats, setup=fresh_forward),
         "forward+backward": _median_ms(both, repeats, setup=lambda: setattr(leaf, "grad", None)),
     }
@@ -347,7 +360,7 @@ def run_benchmarks(
         "on all threads; dropkit writes into preallocated arrays except in 'forward, new array'; torch and "
         "NumPy allocate their outputs"
     )
-    kept_torch: dict[float, float] = {}
+    kept_autograd: dict[tuple[str, float], float] = {}
     for size in sizes:
         x = np.random.default_rng(size).standard_normal(size, dtype=np.float32)
         y = np.empty_like(x)
@@ -357,11 +370,12 @@ def run_benchmarks(
                 progress(f"  {size} elements, p={p:g}")
             times: dict[str, dict[str, float]] = {"dropkit": _time_dropkit(x, p, repeats)}
             kept = {"dropkit": 0.0}
-            if torch is not None:
-                times["torch"] = _time_torch(torch, x, p, repeats)
-                if p not in kept_torch:
-                    kept_torch[p] = _torch_kept_bytes_per_element(torch, x[: min(size, 2**20)], p)
-                kept["torch"] = kept_torch[p]
+            for method, dropout in ({} if torch is None else _torch_methods(torch)).items():
+                times[method] = _time_autograd(torch, dropout, x, p, repeats)
+                if (method, p) not in kept_autograd:  # per element, so 2**20 elements tell
+                    sample = x[: min(size, 2**20)]
+                    kept_autograd[method, p] = _kept_bytes_per_element(torch, dropout, sample, p)
+                kept[method] = kept_autograd[method, p]
             times["textbook NumPy"], kept["textbook NumPy"] = _time_textbook(x, p, repeats)
             read_write = times["dropkit"].pop("read+write")
             report.rows.append(Row(size, p, MEMORY, "read+write", memory_ms, 1.0, None, None))
