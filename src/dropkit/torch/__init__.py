@@ -2,14 +2,47 @@
 
 Every mask is the contract's ``keep_mask(shape, p, seed=..., stream=...)`` over the logical
 row-major index -- on CPU and CUDA, for any strides, eagerly or under ``torch.compile`` -- and
-backward regenerates it from ``(seed, stream)``. Importing this package registers the
-``dropkit::dropout`` custom op; ``import dropkit`` alone does not import torch.
+backward regenerates it from ``(seed, stream)``. The variants (channel, locked, drop-path, Gaussian,
+alpha, DropBlock, DropConnect, weight drop; see docs/variants.md) and MC dropout live here too.
+Importing this package registers the ``dropkit::`` custom ops; ``import dropkit`` alone does not
+import torch.
 """
 
 from __future__ import annotations
 
 from dropkit.torch import functional
+from dropkit.torch._variant_modules import (
+    AlphaDropout,
+    DropBlock2d,
+    DropConnectLinear,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
+    DropPath,
+    FeatureAlphaDropout,
+    GaussianDropout,
+    LockedDropout,
+    WeightDrop,
+)
 from dropkit.torch.functional import dropout
+from dropkit.torch.mc import mc_dropout, mc_predict
 from dropkit.torch.modules import Dropout
 
-__all__ = ["Dropout", "dropout", "functional"]
+__all__ = [
+    "AlphaDropout",
+    "DropBlock2d",
+    "DropConnectLinear",
+    "DropPath",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "FeatureAlphaDropout",
+    "GaussianDropout",
+    "LockedDropout",
+    "WeightDrop",
+    "dropout",
+    "functional",
+    "mc_dropout",
+    "mc_predict",
+]

@@ -501,9 +501,10 @@ def alpha_dropout(
     inputs stay so. ``p == 1`` gives zeros (and a zero gradient), as torch does. ``training`` defaults
     to False, as in torch.
 
-    >>> y = alpha_dropout(torch.randn(10_000, generator=torch.Generator().manual_seed(0)), 0.2, True, seed=0)
-    >>> round(float(y.mean()), 1), round(float(y.std()), 1)
-    (0.0, 1.0)
+    >>> x = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
+    >>> y = alpha_dropout(x, 0.2, True, seed=0)
+    >>> abs(float(y.mean())) < 0.05, abs(float(y.std()) - 1) < 0.05
+    (True, True)
     """
     p = check_probability(p)
     return run(input, p, training, inplace, seed, stream, plan_alpha(input, p, inplace, False))

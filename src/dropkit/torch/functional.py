@@ -9,6 +9,8 @@ mask (see :mod:`dropkit.torch._ops`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -71,6 +73,7 @@ def dropout(
     *,
     seed: int | None = None,
     stream: int | None = None,
+    noise_shape: Sequence[int | None] | None = None,
 ) -> Tensor:
     """Drop-in for ``torch.nn.functional.dropout`` whose mask is ``keep_mask(input.shape, p, ...)``.
 
@@ -86,13 +89,20 @@ def dropout(
         seed: unsigned 64-bit seed naming the mask; ``None`` draws a fresh 63-bit seed from torch's
             default CPU generator on every call, so ``torch.manual_seed`` reproduces it.
         stream: unsigned 64-bit stream (default 0); needs an explicit ``seed``.
+        noise_shape: Keras' mask shape: ``input``'s rank, each entry 1 (the mask is shared along that
+            dim), ``None`` or the input's size; the mask is drawn over it and broadcast.
 
     Shape: output has ``input``'s shape, dtype, device and stride order (dense).
 
     >>> dropout(torch.ones(2, 4), 0.5, seed=0)
     tensor([[0., 2., 2., 2.],
             [2., 0., 2., 0.]])
+    >>> dropout(torch.ones(2, 4), 0.5, seed=0, noise_shape=(None, 1))
+    tensor([[0., 0., 0., 0.],
+            [2., 2., 2., 2.]])
     """
+    if noise_shape is not None:
+        return _variants.noise_shape_dropout(input, p, training, inplace, noise_shape, seed, stream)
     p = check_probability(p)
     check_input(input)
     if seed is None:
@@ -106,3 +116,31 @@ def dropout(
         return input
     check_inplace(input, inplace)
     return masked(input, p, inplace, seed, stream)
+
+# The variants build on the helpers above, so they are imported last.
+from dropkit.torch import _variants  # noqa: E402
+from dropkit.torch._variants import (  # noqa: E402
+    alpha_dropout,
+    channel_dropout,
+    drop_block2d,
+    drop_path,
+    dropout1d,
+    dropout2d,
+    dropout3d,
+    feature_alpha_dropout,
+    gaussian_dropout,
+    locked_dropout,
+)
+
+__all__ += [
+    "alpha_dropout",
+    "channel_dropout",
+    "drop_block2d",
+    "drop_path",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+    "feature_alpha_dropout",
+    "gaussian_dropout",
+    "locked_dropout",
+]

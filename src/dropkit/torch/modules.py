@@ -40,6 +40,8 @@ class Dropout(nn.Module):
     1
     """
 
+    stochastic = True  # dropkit.torch.mc_dropout turns it on
+
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
         super().__init__()
         self.p = check_probability(p)
