@@ -29,7 +29,7 @@ __all__ = [
 
 DATASETS = ("digits", "fashion-mnist", "mnist")
 # A small training split is what makes overfitting visible on 1,797 images; the rest validates.
-DIGITS_TRAIN_SIZE = 500
+DIGITS_TRAIN_SIZE = 150
 # Standard file names; each may also be gzipped (name + ".gz").
 IDX_FILES = (
     "train-images-idx3-ubyte",

@@ -55,6 +55,17 @@ def learning_curves_png(runs: Mapping[str, Sequence[EpochMetrics]], title: str) 
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
     acc_ax.legend(loc="lower right", fontsize="small")
+    gaps = "\n".join(f"{label}: {h[-1].train_acc - h[-1].val_acc:.3f}" for label, h in runs.items())
+    acc_ax.text(
+        0.98,
+        0.36,
+        f"gap after epoch {max(h[-1].epoch for h in runs.values())} (train acc - val acc)\n{gaps}",
+        transform=acc_ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize="small",
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "lightgray"},
+    )
     figure.suptitle(title)
     return _png(figure)
 
@@ -84,17 +95,19 @@ def reliability_png(panels: Sequence[tuple[str, ReliabilityBins, Calibration]], 
             lw=0.5,
             label="accuracy",
         )
+        # The gap is hatched, not filled, so it reads the same above a bar (an over-confident bin)
+        # and inside it (an under-confident bin).
         top.bar(
             left[filled],
-            (confidence - accuracy)[filled],
-            bottom=accuracy[filled],
+            np.abs(confidence - accuracy)[filled],
+            bottom=np.minimum(confidence, accuracy)[filled],
             width=width[filled],
             align="edge",
-            color="tab:red",
-            alpha=0.3,
+            fill=False,
+            hatch="///",
             edgecolor="tab:red",
-            lw=0.5,
-            label="gap to confidence",
+            lw=0.8,
+            label="gap to mean confidence",
         )
         top.plot([0, 1], [0, 1], color="gray", ls="--", lw=1)
         top.set(xlim=(0, 1), ylim=(0, 1), title=label)

@@ -305,11 +305,10 @@ def _train_one(
 
         def on_batch(epoch: int, loss: float) -> None:
             bar.update(1)
-            if bar.n % 10 == 1:
-                bar.set_postfix_str(f"epoch {epoch}/{options.epochs}, batch loss {loss:.4f}", refresh=False)
 
         def on_epoch(metrics: EpochMetrics) -> None:
             bar.write(_epoch_line(metrics), file=out)
+            bar.set_postfix_str(f"epoch {metrics.epoch}/{options.epochs}, val acc {metrics.val_acc:.4f}")
 
         history = fit(
             backend,
