@@ -116,9 +116,11 @@ class Shard:
         """Number of local elements."""
         return math.prod(self.local_shape)
 
-    @functools.cached_property
     def _layout(self) -> tuple[int, int, tuple[int, ...]]:
-        """``(first, inner, strides)``: first run dim, first global index, global row-major strides."""
+        """``(run_dim, first, strides)``: outermost dim of a run, first global index, global strides.
+
+        Plain Python ints (no cache, no NumPy), so ``torch.compile`` traces :attr:`start` through.
+        """
         strides, step = [], 1
         for size in reversed(self.global_shape):
             strides.append(step)
@@ -137,7 +139,7 @@ class Shard:
 
         An empty shard counts as the empty range at 0.
         """
-        run_dim, first, _ = self._layout
+        run_dim, first, _ = self._layout()
         if self.size == 0:
             return 0
         if all(extent == 1 for extent in self.local_shape[:run_dim]):
@@ -151,7 +153,7 @@ class Shard:
         Rows follow the local row-major order; row ``r`` holds global indexes
         ``starts[r], ..., starts[r] + length - 1``. One row when :attr:`start` is not None.
         """
-        run_dim, first, strides = self._layout
+        run_dim, first, strides = self._layout()
         if self.size == 0:
             return Runs(np.empty(0, np.uint64), 0)
         starts = np.array([first], dtype=np.uint64)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from dropkit._validation import check_probability, check_uint64
-from dropkit.torch import _ops
+from dropkit.torch import _ops, distributed
 
 __all__ = ["dropout"]
 
@@ -48,13 +48,23 @@ def training_scale(p: float) -> float:
     return 1.0 if p == 1.0 else 1.0 / (1.0 - p)
 
 
-def masked(input: Tensor, p: float, inplace: bool, seed: int | None, stream: int | Tensor) -> Tensor:
+def masked(
+    input: Tensor,
+    p: float,
+    inplace: bool,
+    seed: int | None,
+    stream: int | Tensor,
+    location: distributed.Location | None = None,
+) -> Tensor:
     """The training branch, inputs already checked: ``input * keep * scale`` (into ``input`` if inplace).
 
     ``seed=None`` draws a fresh seed; ``stream`` is a 0-d int64 tensor only for a compiled module's
     call counter. Run-time values like those go through the keyed op (see :mod:`dropkit.torch._ops`).
+    ``location`` (from :func:`dropkit.torch.distributed.locate`) places ``input`` in a global tensor.
     """
     scale = training_scale(p)
+    if location is not None:
+        return distributed.masked(input, p, scale, inplace, seed, stream, location)
     if isinstance(stream, Tensor) or (seed is None and torch.compiler.is_compiling()):
         seed_t = _ops.fresh_seed_tensor() if seed is None else torch.tensor(_ops.to_signed(seed))
         stream_t = stream if isinstance(stream, Tensor) else torch.tensor(_ops.to_signed(stream))
@@ -74,6 +84,8 @@ def dropout(
     seed: int | None = None,
     stream: int | None = None,
     noise_shape: Sequence[int | None] | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """Drop-in for ``torch.nn.functional.dropout`` whose mask is ``keep_mask(input.shape, p, ...)``.
 
@@ -91,6 +103,8 @@ def dropout(
         stream: unsigned 64-bit stream (default 0); needs an explicit ``seed``.
         noise_shape: Keras' mask shape: ``input``'s rank, each entry 1 (the mask is shared along that
             dim), ``None`` or the input's size; the mask is drawn over it and broadcast.
+        global_shape, offsets: ``input`` is the slice at ``offsets`` of a global tensor of
+            ``global_shape``, and draws that slice of the global mask (see docs/distributed.md).
 
     Shape: output has ``input``'s shape, dtype, device and stride order (dense).
 
@@ -112,10 +126,12 @@ def dropout(
     else:
         seed = check_uint64("seed", seed)
         stream = 0 if stream is None else check_uint64("stream", stream)
+    location = distributed.locate(input, global_shape, offsets)
     if not training or p == 0.0 or input.numel() == 0:
         return input
     check_inplace(input, inplace)
-    return masked(input, p, inplace, seed, stream)
+    return masked(input, p, inplace, seed, stream, location)
+
 
 # The variants build on the helpers above, so they are imported last.
 from dropkit.torch import _variants  # noqa: E402

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from dropkit._validation import check_probability, check_uint64
+from dropkit.torch import distributed
 from dropkit.torch import functional as F
 
 __all__ = ["Dropout"]
@@ -68,11 +71,21 @@ class Dropout(nn.Module):
             raise ValueError(f"calls must be an integer in [0, 2**63), got {value}")
         self._calls.fill_(value)
 
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(
+        self,
+        input: Tensor,
+        *,
+        global_shape: Sequence[int] | None = None,
+        offsets: Sequence[int] | None = None,
+    ) -> Tensor:
+        """``global_shape``, ``offsets``: ``input`` is that slice of a global tensor (docs/distributed.md)."""
         if self.seed is None or not self.training:
-            return F.dropout(input, self.p, self.training, self.inplace)
+            return F.dropout(
+                input, self.p, self.training, self.inplace, global_shape=global_shape, offsets=offsets
+            )
         F.check_input(input)
         F.check_inplace(input, self.inplace)
+        location = distributed.locate(input, global_shape, offsets)
         if torch.compiler.is_compiling():
             stream = self._calls.clone()
             self._calls.add_(1)
@@ -81,7 +94,7 @@ class Dropout(nn.Module):
             self._calls += 1
         if self.p == 0.0 or input.numel() == 0:
             return input
-        return F.masked(input, self.p, self.inplace, self.seed, stream)
+        return F.masked(input, self.p, self.inplace, self.seed, stream, location)
 
     def extra_repr(self) -> str:
         seed = "" if self.seed is None else f", seed={self.seed}"
