@@ -1,0 +1,874 @@
+"""dropkit.torch's dropout variants: the NumPy reference's outputs element for element, torch's semantics.
+
+Every expected value of a random variant comes from the NumPy reference (``dropkit.channel_dropout``,
+``dropkit.alpha_dropout``, ``dropkit.drop_block2d``, ... and their layers), which itself draws from
+``dropkit.keep_mask``; bfloat16, which NumPy lacks, is compared with the reference's float32 output
+rounded to bfloat16 (the torch path forms products in float32 and rounds once, as the reference does).
+Statistical tests state their bound and why it holds; all seeds are fixed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+from torch.autograd.graph import saved_tensors_hooks  # noqa: E402
+
+import dropkit  # noqa: E402
+from dropkit.dropblock import drop_block_keep  # noqa: E402
+from dropkit.dropconnect import DropConnectLinear as NumpyDropConnectLinear  # noqa: E402
+from dropkit.philox import keep_mask  # noqa: E402
+from dropkit.torch import (  # noqa: E402
+    AlphaDropout,
+    DropBlock2d,
+    DropConnectLinear,
+    Dropout,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
+    DropPath,
+    FeatureAlphaDropout,
+    GaussianDropout,
+    LockedDropout,
+    WeightDrop,
+    _ops,
+    _variants,
+    mc_dropout,
+    mc_predict,
+)
+from dropkit.torch import functional as F  # noqa: E402
+from dropkit.torch.mc import is_stochastic  # noqa: E402
+
+KEYS = [(0, 0), (1, 5), (2**63, 2**63 + 1), (2**64 - 1, 2**64 - 1)]  # past 2**63: negative as int64
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+def data(shape, dtype=torch.float64, generator_seed=0):
+    """Values bounded away from 0, so ``y == 0`` exactly where a Bernoulli variant drops."""
+    g = torch.Generator().manual_seed(generator_seed)
+    magnitude = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
+    sign = torch.randint(0, 2, shape, generator=g) * 2 - 1
+    return (magnitude * sign).to(dtype)
+
+
+def numpy_of(x):
+    """``x`` as the reference takes it: bfloat16 goes through float32 (exact)."""
+    return (x.float() if x.dtype == torch.bfloat16 else x).detach().numpy()
+
+
+def tensor_of(array, dtype):
+    return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
+
+
+# (torch form, NumPy reference, input shape); both called with seed= and stream= keywords.
+VARIANTS = {
+    "noise_shape": (
+        lambda x, **k: F.dropout(x, 0.3, noise_shape=(None, 1, 5), **k),
+        lambda x, **k: dropkit.dropout(x, 0.3, noise_shape=(None, 1, 5), **k),
+        (4, 3, 5),
+    ),
+    "dropout1d": (
+        lambda x, **k: F.dropout1d(x, 0.3, **k),
+        lambda x, **k: dropkit.channel_dropout(x, 0.3, spatial_dims=1, **k),
+        (4, 6, 5),
+    ),
+    "dropout1d-unbatched": (
+        lambda x, **k: F.dropout1d(x, 0.3, **k),
+        lambda x, **k: dropkit.channel_dropout(x, 0.3, spatial_dims=1, **k),
+        (6, 5),
+    ),
+    "dropout2d": (
+        lambda x, **k: F.dropout2d(x, 0.3, **k),
+        lambda x, **k: dropkit.channel_dropout(x, 0.3, spatial_dims=2, **k),
+        (3, 5, 2, 3),
+    ),
+    "dropout2d-unbatched": (
+        lambda x, **k: F.dropout2d(x, 0.3, **k),
+        lambda x, **k: dropkit.channel_dropout(x, 0.3, spatial_dims=2, **k),
+        (5, 2, 3),
+    ),
+    "dropout3d": (
+        lambda x, **k: F.dropout3d(x, 0.3, **k),
+        lambda x, **k: dropkit.channel_dropout(x, 0.3, spatial_dims=3, **k),
+        (2, 5, 2, 1, 3),
+    ),
+    "locked": (
+        lambda x, **k: F.locked_dropout(x, 0.4, **k),
+        lambda x, **k: dropkit.locked_dropout(x, 0.4, **k),
+        (5, 4, 3),
+    ),
+    "locked-batch-first": (
+        lambda x, **k: F.locked_dropout(x, 0.4, batch_first=True, **k),
+        lambda x, **k: dropkit.locked_dropout(x, 0.4, batch_first=True, **k),
+        (4, 5, 3),
+    ),
+    "drop_path-row": (
+        lambda x, **k: F.drop_path(x, 0.5, **k),
+        lambda x, **k: dropkit.drop_path(x, 0.5, **k),
+        (8, 3, 2),
+    ),
+    "drop_path-batch-unscaled": (
+        lambda x, **k: F.drop_path(x, 0.5, mode="batch", scale_by_keep=False, **k),
+        lambda x, **k: dropkit.drop_path(x, 0.5, mode="batch", scale_by_keep=False, **k),
+        (8, 3, 2),
+    ),
+    "gaussian": (
+        lambda x, **k: F.gaussian_dropout(x, 0.3, **k),
+        lambda x, **k: dropkit.gaussian_dropout(x, 0.3, **k),
+        (3, 7),  # an odd count: the last Box-Muller pair is cut in half
+    ),
+    "alpha": (
+        lambda x, **k: F.alpha_dropout(x, 0.3, True, **k),
+        lambda x, **k: dropkit.alpha_dropout(x, 0.3, **k),
+        (6, 5),
+    ),
+    "feature_alpha": (
+        lambda x, **k: F.feature_alpha_dropout(x, 0.3, True, **k),
+        lambda x, **k: dropkit.alpha_dropout(x, 0.3, feature=True, **k),
+        (4, 3, 2, 2),
+    ),
+    "drop_block2d": (
+        lambda x, **k: F.drop_block2d(x, 0.3, 3, **k),
+        lambda x, **k: dropkit.drop_block2d(x, 0.3, block_size=3, **k),
+        (2, 3, 7, 7),
+    ),
+    "drop_block2d-batchwise": (
+        lambda x, **k: F.drop_block2d(x, 0.3, 3, gamma_scale=0.5, batchwise=True, **k),
+        lambda x, **k: dropkit.drop_block2d(x, 0.3, block_size=3, gamma_scale=0.5, batchwise=True, **k),
+        (2, 3, 7, 6),
+    ),
+}
+BERNOULLI = [name for name in VARIANTS if not name.startswith(("gaussian", "alpha", "feature_alpha"))]
+
+
+@pytest.fixture(autouse=True)
+def _fixed_torch_seed():
+    torch.manual_seed(0)
+
+
+# --- the reference, element for element ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("seed", "stream"), KEYS)
+@pytest.mark.parametrize("name", VARIANTS)
+def test_output_equals_the_numpy_reference(name, seed, stream, dtype):
+    torch_form, reference, shape = VARIANTS[name]
+    x = data(shape, dtype)
+    y = torch_form(x, seed=seed, stream=stream)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert torch.equal(y, tensor_of(reference(numpy_of(x), seed=seed, stream=stream), dtype))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_inf_and_nan_inputs_behave_as_the_reference(name):
+    # Dropped elements are set, never multiplied by 0: a dropped inf or NaN gives exactly 0.
+    torch_form, reference, shape = VARIANTS[name]
+    x = data(shape, torch.float32)
+    flat = x.view(-1)
+    flat[0::3], flat[1::7], flat[2::5] = math.inf, -math.inf, math.nan
+    y = torch_form(x, seed=3, stream=1)
+    expected = tensor_of(reference(numpy_of(x), seed=3, stream=1), torch.float32)
+    torch.testing.assert_close(y, expected, rtol=0, atol=0, equal_nan=True)
+
+
+MODULE_PAIRS = {
+    "Dropout1d": (
+        lambda s: Dropout1d(0.3, seed=s),
+        lambda s: dropkit.ChannelDropout(0.3, spatial_dims=1, seed=s),
+        (3, 4, 5),
+    ),
+    "Dropout2d": (
+        lambda s: Dropout2d(0.3, seed=s),
+        lambda s: dropkit.ChannelDropout(0.3, spatial_dims=2, seed=s),
+        (3, 4, 2, 2),
+    ),
+    "Dropout3d": (
+        lambda s: Dropout3d(0.3, seed=s),
+        lambda s: dropkit.ChannelDropout(0.3, spatial_dims=3, seed=s),
+        (4, 2, 2, 1, 2),
+    ),
+    "LockedDropout": (
+        lambda s: LockedDropout(0.4, batch_first=True, seed=s),
+        lambda s: dropkit.LockedDropout(0.4, batch_first=True, seed=s),
+        (3, 5, 4),
+    ),
+    "DropPath": (lambda s: DropPath(0.5, seed=s), lambda s: dropkit.DropPath(0.5, seed=s), (8, 3)),
+    "DropPath-batch": (
+        lambda s: DropPath(0.5, mode="batch", scale_by_keep=False, seed=s),
+        lambda s: dropkit.DropPath(0.5, mode="batch", scale_by_keep=False, seed=s),
+        (8, 3),
+    ),
+    "GaussianDropout": (
+        lambda s: GaussianDropout(0.3, seed=s),
+        lambda s: dropkit.GaussianDropout(0.3, seed=s),
+        (3, 5),
+    ),
+    "AlphaDropout": (
+        lambda s: AlphaDropout(0.3, seed=s),
+        lambda s: dropkit.AlphaDropout(0.3, seed=s),
+        (6, 5),
+    ),
+    "FeatureAlphaDropout": (
+        lambda s: FeatureAlphaDropout(0.3, seed=s),
+        lambda s: dropkit.AlphaDropout(0.3, feature=True, seed=s),
+        (5, 3, 2),
+    ),
+    "DropBlock2d": (
+        lambda s: DropBlock2d(0.3, 3, seed=s),
+        lambda s: dropkit.DropBlock2d(0.3, block_size=3, seed=s),
+        (2, 2, 6, 6),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", MODULE_PAIRS)
+def test_seeded_module_matches_the_numpy_layer_call_for_call_forward_and_backward(name):
+    make_module, make_layer, shape = MODULE_PAIRS[name]
+    module, layer = make_module(2**64 - 3), make_layer(2**64 - 3)
+    for call in range(3):
+        x = data(shape, generator_seed=call).requires_grad_()
+        upstream = data(shape, generator_seed=10 + call)
+        y = module(x)
+        y.backward(upstream)
+        assert torch.equal(y.detach(), torch.from_numpy(layer(x.detach().numpy())))
+        assert torch.equal(x.grad, torch.from_numpy(layer.backward(upstream.numpy())))
+    assert module.calls == layer.calls == 3
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_gradcheck_and_gradgradcheck_in_float64(name):
+    torch_form, _, shape = VARIANTS[name]
+    x = data(shape).requires_grad_()
+    function = lambda t: torch_form(t, seed=7, stream=3)  # noqa: E731
+    # fast_mode checks random projections of the Jacobian: the full one is diagonal and costs a
+    # forward per element.
+    assert torch.autograd.gradcheck(function, (x,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(function, (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_backward_replays_the_mask_saving_only_the_16_byte_key(name):
+    torch_form, _, shape = VARIANTS[name]
+    x = data(shape).requires_grad_()
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel() * t.element_size())
+        return t
+
+    with saved_tensors_hooks(pack, lambda t: t):
+        y = torch_form(x, seed=1, stream=2)
+    y.sum().backward()
+    assert sum(sizes) <= 16  # the int64 (seed, stream) pair; no mask, no noise, no input
+    assert x.grad is not None
+
+
+# --- randomness: the core's semantics --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_unseeded_calls_draw_their_seed_from_torchs_generator(name):
+    torch_form, _, shape = VARIANTS[name]
+    x = data(shape)
+    torch.manual_seed(5)
+    drawn = _ops.fresh_seed()
+    torch.manual_seed(5)
+    assert torch.equal(torch_form(x, seed=None), torch_form(x, seed=drawn, stream=0))
+
+
+def test_unseeded_modules_follow_manual_seed():
+    x = data((4, 3, 5, 5))
+    for make in (lambda: Dropout2d(0.5), lambda: GaussianDropout(0.5), lambda: DropBlock2d(0.3, 3)):
+        torch.manual_seed(9)
+        first = make()(x)
+        torch.manual_seed(9)
+        assert torch.equal(make()(x), first)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_stream_needs_a_seed_and_keys_are_checked(name):
+    torch_form, _, shape = VARIANTS[name]
+    x = data(shape)
+    with pytest.raises(ValueError, match="stream needs an explicit seed"):
+        torch_form(x, seed=None, stream=1)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        torch_form(x, seed=2**64, stream=0)
+    with pytest.raises(TypeError, match=r"stream must be an integer"):
+        torch_form(x, seed=1, stream=1.5)
+
+
+def test_seeded_module_takes_stream_k_on_its_kth_training_call_only():
+    module, x = Dropout2d(0.5, seed=11), data((2, 6, 3, 3))
+    for k in range(3):
+        assert torch.equal(module(x), F.dropout2d(x, 0.5, seed=11, stream=k))
+    module.eval()
+    assert module(x) is x
+    assert module.calls == 3  # eval calls take no stream
+
+
+# --- identities and special values -----------------------------------------------------------
+
+IDENTITY_FORMS = [
+    (lambda x, **k: F.dropout(x, noise_shape=(None, 1, 1), **k), (2, 3, 4)),
+    (F.dropout1d, (2, 3, 4)),
+    (F.dropout2d, (2, 3, 4, 4)),
+    (F.dropout3d, (2, 3, 2, 2, 2)),
+    (F.locked_dropout, (3, 2, 4)),
+    (F.drop_path, (2, 3)),
+    (F.gaussian_dropout, (2, 3)),
+    (F.alpha_dropout, (2, 3)),
+    (F.feature_alpha_dropout, (2, 3, 2)),
+    (lambda x, **k: F.drop_block2d(x, block_size=2, **k), (2, 3, 4, 4)),
+]
+
+
+@pytest.mark.parametrize(("form", "shape"), IDENTITY_FORMS)
+def test_not_training_p_zero_and_empty_return_the_input_object(form, shape):
+    x = data(shape)
+    assert form(x, p=0.5, training=False, seed=1) is x
+    assert form(x, p=0.0, training=True, seed=1) is x
+    empty = torch.empty((0, *shape[1:]))
+    assert form(empty, p=0.5, training=True, seed=1) is empty
+
+
+# Not DropBlock: its p is a target rate through timm's seed rate gamma, not a drop probability.
+P_ONE = {
+    "dropout1d": lambda t: F.dropout1d(t, 1.0, seed=1),
+    "dropout2d": lambda t: F.dropout2d(t, 1.0, seed=1),
+    "locked": lambda t: F.locked_dropout(t, 1.0, seed=1),
+    "drop_path-row": lambda t: F.drop_path(t, 1.0, seed=1),
+    "noise_shape": lambda t: F.dropout(t, 1.0, noise_shape=(None, 1, 5), seed=1),
+}
+
+
+@pytest.mark.parametrize("name", P_ONE)
+def test_p_one_gives_zeros_and_a_zero_gradient(name):
+    x = data(VARIANTS[name][2]).requires_grad_()
+    y = P_ONE[name](x)
+    y.sum().backward()
+    assert torch.equal(y, torch.zeros_like(x)) and torch.equal(x.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("form", [F.alpha_dropout, F.feature_alpha_dropout])
+def test_alpha_p_one_gives_zeros_as_torch_even_for_inf(form):
+    x = torch.tensor([[1.0, -math.inf], [math.inf, 2.0]], requires_grad=True)
+    y = form(x, 1.0, True, seed=0)
+    y.sum().backward()
+    assert torch.equal(y, torch.zeros(2, 2)) and torch.equal(x.grad, torch.zeros(2, 2))
+    assert torch.equal(nn.functional.alpha_dropout(torch.ones(2, 2), 1.0, True), torch.zeros(2, 2))
+
+
+def test_inplace_writes_the_same_values_into_the_input():
+    for form in (F.dropout1d, F.alpha_dropout, F.feature_alpha_dropout):
+        base = data((3, 4, 5)).requires_grad_()
+        x = base * 1  # a non-leaf, as torch requires for in-place under autograd
+        expected = form(x, 0.5, True, seed=4, stream=2)
+        y = form(x, 0.5, True, True, seed=4, stream=2)
+        assert y is x and torch.equal(x, expected)
+        y.sum().backward()
+        expected_grad = torch.autograd.grad(form(base * 1, 0.5, True, seed=4, stream=2).sum(), base)[0]
+        assert torch.equal(base.grad, expected_grad)
+
+
+def test_inplace_on_a_leaf_is_refused_before_the_counter_moves():
+    module, x = Dropout2d(0.5, inplace=True, seed=1), data((2, 3, 4, 4)).requires_grad_()
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
+        module(x)
+    assert module.calls == 0
+
+
+def test_channels_last_input_keeps_its_layout_and_values():
+    x = data((2, 6, 3, 4)).contiguous(memory_format=torch.channels_last)
+    for form in (F.dropout2d, lambda t, p, **k: F.drop_block2d(t, p, 2, **k), F.gaussian_dropout):
+        y = form(x, 0.5, seed=2)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(y, form(x.contiguous(), 0.5, seed=2))
+
+
+def test_noise_shape_draws_over_the_mask_shape_and_broadcasts():
+    x = data((4, 3, 5), torch.float32)
+    y = F.dropout(x, 0.5, seed=6, stream=1, noise_shape=(None, 1, None))
+    keep = keep_mask((4, 1, 5), 0.5, seed=6, stream=1)
+    assert np.array_equal((y != 0).numpy(), np.broadcast_to(keep, (4, 3, 5)))
+    # A full noise shape is plain dropout: the core's fused kernel draws the same mask.
+    assert torch.equal(F.dropout(x, 0.5, seed=6, noise_shape=(4, 3, 5)), F.dropout(x, 0.5, seed=6))
+
+
+# --- mask structure --------------------------------------------------------------------------
+
+
+def test_channel_masks_are_per_channel_all_or_nothing():
+    for form, shape in (
+        (F.dropout1d, (6, 7, 9)),
+        (F.dropout2d, (6, 7, 3, 3)),
+        (F.dropout3d, (6, 7, 2, 2, 2)),
+    ):
+        y = form(torch.ones(shape), 0.5, seed=3).flatten(2)
+        per_channel = (y != 0).sum(-1)
+        assert ((per_channel == 0) | (per_channel == y.shape[-1])).all()
+        assert torch.equal(per_channel != 0, torch.from_numpy(keep_mask(shape[:2], 0.5, seed=3)))
+
+
+def test_locked_mask_is_the_same_at_every_time_step():
+    y = F.locked_dropout(torch.ones(9, 4, 6), 0.5, seed=2)
+    assert (y == y[0]).all() and torch.equal(
+        y[0] != 0, torch.from_numpy(keep_mask((1, 4, 6), 0.5, seed=2)[0])
+    )
+    y = F.locked_dropout(torch.ones(4, 9, 6), 0.5, batch_first=True, seed=2)
+    assert (y == y[:, :1]).all()
+
+
+def test_drop_path_drops_whole_samples_or_the_whole_batch():
+    y = F.drop_path(torch.ones(64, 3, 2), 0.5, seed=1)
+    per_sample = (y != 0).flatten(1).sum(1)
+    assert ((per_sample == 0) | (per_sample == 6)).all() and 0 < int((per_sample == 0).sum()) < 64
+    kept = [bool(F.drop_path(torch.ones(8, 2), 0.5, mode="batch", seed=1, stream=k).all()) for k in range(32)]
+    dropped = [
+        bool((F.drop_path(torch.ones(8, 2), 0.5, mode="batch", seed=1, stream=k) == 0).all())
+        for k in range(32)
+    ]
+    assert all(a != b for a, b in zip(kept, dropped, strict=True)) and any(kept) and any(dropped)
+
+
+def test_drop_block_zeros_are_whole_blocks_and_the_mean_of_ones_stays_one():
+    y = F.drop_block2d(torch.ones(2, 3, 12, 12, dtype=torch.float64), 0.2, 4, seed=5)
+    keep = drop_block_keep((2, 3, 12, 12), 0.2, block_size=4, seed=5)
+    assert torch.equal(y != 0, torch.from_numpy(keep))
+    # The dropped set is a union of whole 4 x 4 squares: every dropped element lies in a dropped window.
+    dropped = torch.from_numpy(~keep).double()
+    full = -nn.functional.max_pool2d(-dropped, 4, stride=1)  # 1 where a whole window is dropped
+    covered = nn.functional.max_pool2d(nn.functional.pad(full, (3, 3, 3, 3)), 4, stride=1)
+    assert torch.equal(covered.bool(), dropped.bool()) and bool(full.any())
+    # Survivors are rescaled by numel / kept, so an all-ones input keeps mean 1 exactly (up to rounding).
+    assert abs(float(y.mean()) - 1.0) < 1e-12
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("form", "shape", "units"),
+    [
+        (lambda x, p, **k: F.dropout2d(x, p, **k), (200, 50, 2, 2), 10_000),
+        (lambda x, p, **k: F.locked_dropout(x, p, **k), (4, 200, 50), 10_000),
+        (lambda x, p, **k: F.drop_path(x, p, **k), (10_000, 4), 10_000),
+        (lambda x, p, **k: F.dropout(x, p, noise_shape=(None, 1), **k), (10_000, 4), 10_000),
+    ],
+)
+def test_bernoulli_variants_keep_the_mean(form, shape, units):
+    # Output mean of ones is (kept units) / units / (1 - p): sd sqrt(p / ((1 - p) units)) = 0.0065 for
+    # p = 0.3 and 10**4 independent units; 0.04 is 6 sigma.
+    y = form(torch.ones(shape), 0.3, seed=17)
+    assert abs(float(y.mean()) - 1.0) < 6 * math.sqrt(0.3 / 0.7 / units)
+
+
+def test_gaussian_noise_has_mean_one_and_variance_p_over_one_minus_p():
+    # eps ~ N(1, v), v = p/(1-p) = 1 for p = 0.5, n = 2 * 10**5: the sample mean has sd sqrt(v / n) =
+    # 0.0022 and the sample variance sd v sqrt(2 / n) = 0.0032; 6 sigma bounds both.
+    n, p = 200_000, 0.5
+    eps = F.gaussian_dropout(torch.ones(n, dtype=torch.float64), p, seed=8)
+    v = p / (1 - p)
+    assert abs(float(eps.mean()) - 1.0) < 6 * math.sqrt(v / n)
+    assert abs(float(eps.var()) - v) < 6 * v * math.sqrt(2 / n)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+RANK_ERRORS = [
+    (F.dropout1d, Dropout1d, 4, r"dropout1d: Expected 2D or 3D input, but received a 4D input"),
+    (F.dropout1d, Dropout1d, 1, r"dropout1d: Expected 2D or 3D input, but received a 1D input"),
+    (F.dropout2d, Dropout2d, 5, r"dropout2d: Expected 3D or 4D input, but received a 5D input"),
+    (F.dropout2d, Dropout2d, 2, r"dropout2d: Expected 3D or 4D input, but received a 2D input"),
+    (F.dropout3d, Dropout3d, 6, r"dropout3d: Expected 4D or 5D input, but received a 6D input"),
+    (F.dropout3d, Dropout3d, 3, r"dropout3d: Expected 4D or 5D input, but received a 3D input"),
+    (F.locked_dropout, LockedDropout, 1, r"locked dropout expects x of shape"),
+    (F.drop_path, DropPath, 0, r"drop path expects x with a batch dimension, got a 0D input"),
+    (
+        lambda x, p, **k: F.feature_alpha_dropout(x, p, True, **k),
+        FeatureAlphaDropout,
+        1,
+        r"feature alpha dropout expects x of shape \(N, C, \.\.\.\), got a 1D input",
+    ),
+    (
+        lambda x, p, **k: F.drop_block2d(x, p, 3, **k),
+        lambda p, **k: DropBlock2d(p, 3, **k),
+        3,
+        r"DropBlock2d expects x of shape \(N, C, H, W\), got a 3D input",
+    ),
+]
+
+
+@pytest.mark.parametrize(("form", "make", "rank", "message"), RANK_ERRORS)
+def test_bad_ranks_are_value_errors_always_and_move_no_counter(form, make, rank, message):
+    x = torch.ones((2,) * rank)
+    for p in (0.5, 0.0):  # checked before the identity cases too
+        with pytest.raises(ValueError, match=message):
+            form(x, p, seed=1)
+    module = make(0.5, seed=1)
+    with pytest.raises(ValueError, match=message):
+        module(x)
+    with pytest.raises(ValueError, match=message):
+        module.eval()(x)
+    assert module.calls == 0
+
+
+def test_dropout2d_takes_a_3d_input_as_unbatched_without_a_warning():
+    x = data((5, 3, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = Dropout2d(0.5, seed=1)(x)
+    assert torch.equal(y, F.dropout2d(x.unsqueeze(0), 0.5, seed=1, stream=0).squeeze(0))
+    assert torch.equal(
+        y != 0, torch.from_numpy(np.broadcast_to(keep_mask((5, 1, 1), 0.5, seed=1), (5, 3, 4)).copy())
+    )
+
+
+FUNCTIONS_AND_MODULES = [
+    (lambda x, p: F.dropout(x, p, noise_shape=(None, 1), seed=1), None),
+    (lambda x, p: F.dropout1d(x, p, seed=1), Dropout1d),
+    (lambda x, p: F.dropout2d(x.unsqueeze(-1), p, seed=1), Dropout2d),
+    (lambda x, p: F.dropout3d(x[..., None, None], p, seed=1), Dropout3d),
+    (lambda x, p: F.locked_dropout(x, p, seed=1), LockedDropout),
+    (lambda x, p: F.drop_path(x, p, seed=1), DropPath),
+    (lambda x, p: F.alpha_dropout(x, p, seed=1), AlphaDropout),
+    (lambda x, p: F.feature_alpha_dropout(x, p, seed=1), FeatureAlphaDropout),
+    (lambda x, p: F.drop_block2d(x[..., None], p, 1, seed=1), DropBlock2d),
+    (lambda x, p: F.gaussian_dropout(x, p, seed=1), GaussianDropout),
+    (None, lambda p: DropConnectLinear(3, 2, p=p)),
+    (None, lambda p: WeightDrop(nn.Linear(3, 2), p=p)),
+]
+
+
+@pytest.mark.parametrize(("form", "make"), FUNCTIONS_AND_MODULES)
+@pytest.mark.parametrize("p", [-0.1, 1.5, math.nan])
+def test_bad_p_is_torchs_value_error(form, make, p):
+    x = torch.ones(2, 3, 4)
+    if form is not None:
+        with pytest.raises(ValueError, match="dropout probability has to be between 0 and 1, but got"):
+            form(x, p)
+    if make is not None:
+        with pytest.raises(ValueError, match="dropout probability has to be between 0 and 1, but got"):
+            make(p)
+
+
+def test_bad_p_type_and_gaussian_p_one():
+    with pytest.raises(TypeError, match="p must be a real number in"):
+        F.dropout2d(torch.ones(2, 2, 2), "0.5")
+    with pytest.raises(ValueError, match=r"Gaussian dropout needs p in \[0, 1\)"):
+        F.gaussian_dropout(torch.ones(3), 1.0, seed=1)
+    with pytest.raises(ValueError, match=r"Gaussian dropout needs p in \[0, 1\)"):
+        GaussianDropout(1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"block_size": 0}, "block_size must be a positive int, got 0"),
+        ({"block_size": 2.5}, "block_size must be a positive int, got 2.5"),
+        ({"block_size": True}, "block_size must be a positive int, got True"),
+        ({"gamma_scale": 0.0}, "gamma_scale must be a positive number, got 0.0"),
+        ({"gamma_scale": math.nan}, "gamma_scale must be a positive number, got nan"),
+    ],
+)
+def test_bad_block_arguments(kwargs, message):
+    args = {"block_size": 3, "gamma_scale": 1.0} | kwargs
+    with pytest.raises(ValueError, match=message):
+        F.drop_block2d(torch.ones(1, 1, 4, 4), 0.1, args["block_size"], gamma_scale=args["gamma_scale"])
+    with pytest.raises(ValueError, match=message):
+        DropBlock2d(0.1, args["block_size"], args["gamma_scale"])
+
+
+def test_other_bad_arguments():
+    with pytest.raises(ValueError, match="mode must be 'row' or 'batch', got 'rows'"):
+        F.drop_path(torch.ones(2), 0.1, mode="rows")
+    with pytest.raises(ValueError, match="mode must be 'row' or 'batch', got 'rows'"):
+        DropPath(0.1, mode="rows")
+    with pytest.raises(ValueError, match="noise_shape must have x's rank 2"):
+        F.dropout(torch.ones(2, 3), 0.1, noise_shape=(2, 2))
+    with pytest.raises(TypeError, match="input must be a floating-point tensor"):
+        F.dropout2d(torch.ones(2, 2, 2, dtype=torch.int64), 0.1)
+    with pytest.raises(TypeError, match="input must be a floating-point tensor"):
+        Dropout2d(0.1, seed=1)(torch.ones(2, 2, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"names must name parameters of the module, got \['wieght'\]"):
+        WeightDrop(nn.Linear(2, 2), "wieght")
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        DropConnectLinear(2, 2, seed=-1)
+
+
+# --- ports of torch's test/nn/test_dropout.py --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape", "memory_format"),
+    [
+        (Dropout1d, (40, 40, 3), torch.contiguous_format),
+        (Dropout2d, (40, 40, 2, 2), torch.channels_last),
+        (Dropout3d, (40, 40, 2, 1, 2), torch.contiguous_format),
+    ],
+)
+def test_torch_dropoutNd(cls, shape, memory_format):
+    # torch's _test_dropout with 40 x 40 = 1600 channels instead of 10-15 squared: the output mean is
+    # the kept fraction of channels, sd sqrt(0.2 * 0.8 / 1600) = 0.01, so torch's 0.05 is 5 sigma.
+    p = 0.2
+    input = torch.empty(shape).fill_(1 - p)
+    for inplace in (False, True):
+        module = cls(p, inplace)
+        input_var = input.clone(memory_format=memory_format).requires_grad_()
+        output = module(input_var + 0 if inplace else input_var)
+        assert output.is_contiguous(memory_format=memory_format)
+        assert abs(float(output.detach().mean()) - (1 - p)) < 0.05
+        output.backward(input)
+        assert input_var.grad.is_contiguous(memory_format=memory_format)
+        assert abs(float(input_var.grad.mean()) - (1 - p)) < 0.05
+    for inplace in (True, False):  # eval mode changes nothing
+        module = cls(p, inplace).eval()
+        assert torch.equal(input, module(input))
+    assert repr(module) == f"{cls.__name__}(p=0.2, inplace=False)"
+    assert repr(cls(0.5, seed=3)) == f"{cls.__name__}(p=0.5, inplace=False, seed=3)"
+
+
+@pytest.mark.parametrize(
+    ("cls", "unbatched"), [(Dropout1d, (50, 2)), (Dropout2d, (50, 2, 3)), (Dropout3d, (50, 2, 2, 2))]
+)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_torch_dropoutNd_no_batch(cls, unbatched, inplace):
+    # torch's _test_dropoutNd_no_batch: with the generator frozen, unbatched == batched-then-squeezed.
+    input = torch.rand(unbatched)
+    torch.manual_seed(1)
+    res_no_batch = cls(0.5, inplace)(input.clone())
+    torch.manual_seed(1)
+    res_batched = cls(0.5, inplace)(input.clone().unsqueeze(0)).squeeze(0)
+    assert torch.equal(res_no_batch, res_batched)
+    seeded = cls(0.5, inplace, seed=4)(input.clone()), cls(0.5, inplace, seed=4)(input.clone().unsqueeze(0))
+    assert torch.equal(seeded[0], seeded[1].squeeze(0))
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape"), [(Dropout1d, (10, 4, 2)), (Dropout2d, (10, 4, 2, 2)), (Dropout3d, (10, 4, 2, 2, 2))]
+)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_torch_dropoutNd_channel_zero(cls, shape, inplace):
+    # torch's _test_dropoutNd_channel_zero: a channel has 0 or all of its elements non-zero.
+    result = cls(0.5, inplace)(torch.ones(shape))
+    channel_numel = math.prod(shape[2:])
+    for b in range(shape[0]):
+        for c in range(shape[1]):
+            assert int(result[b, c].count_nonzero()) in (0, channel_numel)
+
+
+ALPHA_STATS = (
+    "torch's bound 0.1 on |mean(y) - mean(x)| and |std(y) - std(x)|: for 5000 unit-variance outputs the "
+    "mean has sd 1/sqrt(5000) = 0.014; over 300 seeds the measured sd of either statistic was at most "
+    "0.019 (feature alpha, p = 0.8), so 0.1 is at least 5 sigma."
+)
+
+
+def _torch_alpha_dropout_check(cls, input):
+    mean, std = input.mean(), input.std()
+    for p in (0.2, 0.5, 0.8):
+        module = cls(p)
+        input_var = input.detach().clone().requires_grad_()
+        output = module(input_var)
+        assert abs(float(output.detach().mean() - mean)) < 0.1, ALPHA_STATS
+        assert abs(float(output.detach().std() - std)) < 0.1, ALPHA_STATS
+        output.backward(input)
+
+
+def test_torch_AlphaDropout():
+    _torch_alpha_dropout_check(AlphaDropout, torch.randn(5000))
+
+
+def test_torch_FeatureAlphaDropout():
+    # torch draws b, w, h in [1, 5] and d in [1, 2] at random; fixed here at 2 each.
+    _torch_alpha_dropout_check(FeatureAlphaDropout, torch.randn(1000, 2, 2, 2, 2))
+    _torch_alpha_dropout_check(FeatureAlphaDropout, torch.randn(50, 20, 8, 8))
+
+
+def test_alpha_constants_are_torchs():
+    # Where kept and dropped values can be read off, they are torch's: a x + a alpha p and -a alpha (1 - p).
+    p, alpha = 0.3, 1.7580993408473766
+    a = 1 / math.sqrt((alpha**2 * p + 1) * (1 - p))
+    y = F.alpha_dropout(torch.zeros(10_000, dtype=torch.float64), p, True, seed=2)
+    values = set(y.tolist())
+    assert values == {a * alpha * p, -a * alpha * (1 - p)}
+
+
+# --- DropConnect and weight drop -------------------------------------------------------------
+
+
+def test_drop_connect_linear_drops_the_weight_with_the_reference_mask_and_is_linear_in_eval():
+    layer = DropConnectLinear(5, 3, p=0.4, seed=12, dtype=torch.float64)
+    x = data((4, 5)).requires_grad_()
+    for call in range(2):
+        keep = torch.from_numpy(keep_mask((3, 5), 0.4, seed=12, stream=call))
+        weight = torch.where(keep, layer.weight.detach() * (1 / 0.6), 0.0)
+        assert torch.equal(layer(x), nn.functional.linear(x, weight, layer.bias))
+    layer.weight.grad = None
+    layer(x).sum().backward()  # call 2
+    keep = torch.from_numpy(keep_mask((3, 5), 0.4, seed=12, stream=2))
+    assert bool((layer.weight.grad[~keep] == 0).all()) and bool((layer.weight.grad[keep] != 0).all())
+    layer.eval()
+    assert torch.equal(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
+    assert layer.weight_dropout.calls == 3
+
+
+def test_drop_connect_linear_equals_the_numpy_layer():
+    reference = NumpyDropConnectLinear(5, 3, 0.5, rng=np.random.default_rng(0), seed=9, dtype=np.float64)
+    reference.bias.value[:] = [0.1, -0.2, 0.3]
+    layer = DropConnectLinear(5, 3, p=0.5, seed=9, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(reference.weight.value.T))  # NumPy stores W as (in, out)
+        layer.bias.copy_(torch.from_numpy(reference.bias.value))
+    for call in range(3):
+        x = data((4, 5), generator_seed=call)
+        upstream = data((4, 3), generator_seed=20 + call)
+        layer.weight.grad = None
+        y = layer(x)
+        y.backward(upstream)
+        torch.testing.assert_close(y, torch.from_numpy(reference(x.numpy())), rtol=1e-12, atol=1e-12)
+        reference.backward(upstream.numpy())
+        torch.testing.assert_close(layer.weight.grad, torch.from_numpy(reference.weight.grad.T))
+
+
+def test_weight_drop_on_linear_gives_each_name_its_own_stream():
+    linear = nn.Linear(4, 3).double()
+    wrapped = WeightDrop(linear, ("weight", "bias"), p=0.5, seed=2**63)
+    x = data((6, 4))
+    for call in range(2):
+        weight_keep = torch.from_numpy(keep_mask((3, 4), 0.5, seed=2**63, stream=2 * call))
+        bias_keep = torch.from_numpy(keep_mask((3,), 0.5, seed=2**63, stream=2 * call + 1))
+        weight = torch.where(weight_keep, linear.weight * 2, 0.0)
+        bias = torch.where(bias_keep, linear.bias * 2, 0.0)
+        assert torch.equal(wrapped(x), nn.functional.linear(x, weight, bias))
+    wrapped.eval()
+    assert torch.equal(wrapped(x), linear(x))
+    # The parameters stay where they were: state_dict is the plain module's, prefixed.
+    assert list(wrapped.state_dict()) == ["module.weight", "module.bias"]
+
+
+def test_weight_drop_on_an_lstm_hidden_weight_forward_and_gradients():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 5)
+    wrapped = WeightDrop(lstm, "weight_hh_l0", p=0.5, seed=3)
+    x = torch.randn(7, 2, 4)
+    output, (h, c) = wrapped(x)
+    assert output.shape == (7, 2, 5) and h.shape == c.shape == (1, 2, 5)
+    assert not torch.allclose(output, lstm(x)[0])  # half the recurrent weights are gone
+    output.square().sum().backward()
+    keep = torch.from_numpy(keep_mask((20, 5), 0.5, seed=3, stream=0))
+    grad = lstm.weight_hh_l0.grad
+    assert bool((grad[~keep] == 0).all()) and bool((grad[keep] != 0).all())
+    assert lstm.weight_ih_l0.grad is not None and bool(lstm.weight_ih_l0.grad.ne(0).any())
+    # The dropped weight is weight_hh_l0 * keep * 2: the LSTM run with it by hand agrees.
+    with torch.no_grad():
+        dropped = {"weight_hh_l0": torch.where(keep, lstm.weight_hh_l0 * 2, 0.0)}
+        manual = torch.func.functional_call(lstm, dropped, (x,))[0]
+        assert torch.equal(WeightDrop(lstm, "weight_hh_l0", p=0.5, seed=3)(x)[0], manual)
+    wrapped.eval()
+    assert torch.equal(wrapped(x)[0], lstm(x)[0])
+
+
+# --- MC dropout ------------------------------------------------------------------------------
+
+ALL_MODULES = [
+    Dropout(0.5),
+    Dropout1d(),
+    Dropout2d(),
+    Dropout3d(),
+    LockedDropout(),
+    DropPath(0.1),
+    GaussianDropout(),
+    AlphaDropout(),
+    FeatureAlphaDropout(),
+    DropBlock2d(),
+    DropConnectLinear(2, 2),
+    WeightDrop(nn.Linear(2, 2)),
+]
+
+
+def test_every_module_is_stochastic_and_mc_dropout_turns_it_on():
+    model = nn.Sequential(*ALL_MODULES, nn.BatchNorm1d(3))
+    assert all(is_stochastic(m) for m in ALL_MODULES)
+    model.train()
+    with mc_dropout(model):
+        assert all(m.training for m in ALL_MODULES) and not model[-1].training
+    model.eval()
+    with mc_dropout(model):
+        assert all(m.training for m in ALL_MODULES) and not model[-1].training
+    assert not any(m.training for m in model.modules())
+
+
+def test_mc_predict_with_dropkit_modules_leaves_batchnorm_untouched():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(6, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        GaussianDropout(0.2),
+        DropConnectLinear(16, 16, p=0.3),
+        nn.ReLU(),
+        DropPath(0.2),
+        nn.Linear(16, 4),
+    ).train()
+    bn = model[1]
+    stats = [t.clone() for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
+    x = torch.randn(8, 6)
+    # DropConnect draws one weight mask per forward, so each pass gets its own forward (max_batch = N).
+    out = mc_predict(model, x, samples=10, max_batch=len(x))
+    for before, after in zip(stats, (bn.running_mean, bn.running_var, bn.num_batches_tracked), strict=True):
+        assert torch.equal(before, after)
+    assert bool((out.mutual_information > 0).all())
+    assert all(m.training for m in model.modules())
+
+
+# --- torch.compile and registered ops ---------------------------------------------------------
+
+
+def test_ops_pass_torch_library_opcheck():
+    key = torch.tensor([_ops.to_signed(2**64 - 1), 3])
+    for x in (
+        torch.randn(3, 4, 5, 6, dtype=torch.float64).requires_grad_(),
+        torch.randn(2, 3, 4, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last),
+    ):
+        mask_shape = [*x.shape[:2], 1, 1]
+        torch.library.opcheck(_variants.shaped_dropout_op, (x, key, 0.4, 1 / 0.6, mask_shape))
+        torch.library.opcheck(_variants.alpha_dropout_op, (x, key, 0.4, mask_shape))
+        torch.library.opcheck(_variants.gaussian_dropout_op, (x, key, 0.4))
+        torch.library.opcheck(_variants.drop_block2d_op, (x, key, 0.4, 3, 1.0, False))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.channel = Dropout2d(0.3, seed=5)  # stream = call number, a run-time tensor when compiled
+        self.block = DropBlock2d(0.2, 3, seed=6)
+        self.noise = GaussianDropout(0.2)  # seed drawn from torch's generator per call
+        self.path = DropPath(0.5, seed=2**64 - 1)
+
+    def forward(self, x):
+        return self.path(self.noise(self.block(self.channel(self.conv(x)))))
+
+
+def test_compiled_modules_equal_eager_over_successive_calls():
+    torch._dynamo.reset()
+    eager, twin, x = Net(), Net(), torch.randn(2, 3, 6, 6)
+    twin.load_state_dict(eager.state_dict())
+    compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)  # no graph break allowed
+    for call in range(2):
+        torch.manual_seed(100 + call)
+        expected = eager(x)
+        expected.square().sum().backward()
+        torch.manual_seed(100 + call)
+        got = compiled(x)
+        got.square().sum().backward()
+        assert torch.equal(got, expected)
+        assert torch.equal(twin.conv.weight.grad, eager.conv.weight.grad)
+    assert twin.channel.calls == eager.channel.calls == 2
