@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
+import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from dropkit.cli import main
@@ -88,6 +91,21 @@ def test_progress_bar_goes_to_stderr(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "run 1/2" in captured.err and "run 2/2" in captured.err and "batch" in captured.err
     assert "\r" not in captured.out
+
+
+def test_idx_dataset_trains_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    labels = np.arange(40, dtype=np.uint8) % 10
+    images = rng.integers(0, 256, size=(40, 5, 5), dtype=np.uint8)
+    arrays = (images, labels, images[:20], labels[:20])
+    for name, array in zip(IDX_FILES, arrays, strict=True):
+        header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(header + array.tobytes()))
+    out = tmp_path / "out"
+    argv = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--hidden", "8"]
+    assert run_cli([*argv, "--batch-size", "16", "--mc-samples", "2", "--out", str(out)]) == 0
+    assert "mnist, 40 train / 20 validation images (5x5, 10 classes)" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["data"]["val_source"] == "t10k (test) files"
 
 
 def test_write_files_leaves_nothing_behind_when_one_file_fails(tmp_path):

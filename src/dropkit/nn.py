@@ -133,7 +133,7 @@ class ReLU:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._positive = x > 0
-        return np.where(self._positive, x, 0)
+        return np.maximum(x, 0)
 
     __call__ = forward
 

@@ -343,7 +343,7 @@ def run_experiment(
         file=out,
     )
     print(
-        f"model: {shape} -> {options.hidden} -> ReLU -> Dropout(p1) -> {options.hidden} -> ReLU -> "
+        f"model: flatten {shape} -> {options.hidden} -> ReLU -> Dropout(p1) -> {options.hidden} -> ReLU -> "
         f"Dropout(p2) -> {data.classes}; SGD lr {options.lr}, batch {options.batch_size}, "
         f"{options.epochs} epochs; loss and accuracy measured with dropout off",
         file=out,
