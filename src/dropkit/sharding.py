@@ -241,22 +241,30 @@ class Shard:
         return result
 
 
+# numba.prange and dropkit.kernels.cpu.dropout_kernel_serial, bound by _runs_kernel before it compiles.
+_prange: Any = None
+_serial_kernel: Any = None
+
+
+def _dropout_runs(rows, out_rows, starts, threshold, seed, stream, scale):  # pragma: no cover - compiled
+    """Row ``r`` of ``rows`` is the global range from ``starts[r]``: one serial fused kernel call per row."""
+    for r in _prange(starts.size):
+        _serial_kernel(rows[r], out_rows[r], starts[r], threshold, seed, stream, scale)
+
+
 @functools.cache
 def _runs_kernel():
-    """A numba loop that hands runs to threads, each run through the serial fused kernel.
+    """:func:`_dropout_runs` compiled by numba, threads taking whole runs.
 
-    Built on first use: :mod:`dropkit.kernels.cpu` (and numba) load only when a sharded call needs them.
+    Compiled on first use, so :mod:`dropkit.kernels.cpu` (and numba) load only when a sharded call
+    needs them; a module-level function with module-level names, so numba's disk cache serves every
+    later process (a closure would be compiled again in each).
     """
+    global _prange, _serial_kernel
     import numba
 
-    serial = kernels._cpu_module().dropout_kernel_serial
-
-    @numba.njit(parallel=True, cache=True)
-    def dropout_runs(rows, out_rows, starts, threshold, seed, stream, scale):  # pragma: no cover - compiled
-        for r in numba.prange(starts.size):
-            serial(rows[r], out_rows[r], starts[r], threshold, seed, stream, scale)
-
-    return dropout_runs
+    _prange, _serial_kernel = numba.prange, kernels._cpu_module().dropout_kernel_serial
+    return numba.njit(parallel=True, cache=True)(_dropout_runs)
 
 
 def shard_keep_mask(
