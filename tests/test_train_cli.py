@@ -139,7 +139,7 @@ BAD_INPUTS = [
     (["--batch-size", "-4"], r"--batch-size must be a positive integer, got -4"),
     (["--hidden", "0"], r"--hidden must be a positive integer, got 0"),
     (["--lr", "0"], r"--lr must be a positive finite number, got 0\.0"),
-    (["--mc-samples", "-1"], r"--mc-samples must be a non-negative integer \(0 skips MC dropout\), got -1"),
+    (["--mc-samples", "-1"], r"--mc-samples must be an integer >= 0, got -1"),
     (["--seed", "-1"], r"--seed must be an integer in \[0, 2\*\*64\), got -1"),
     (["--epochs", "two"], r"argument --epochs: invalid int value: 'two'"),
     (

@@ -74,3 +74,22 @@ def check_keep_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
             raise ValueError("mask must contain only 0 and 1 (or be a bool array)")
         array = array.astype(bool)
     return array
+
+
+def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return ``value`` as a Python int >= ``minimum`` (layer sizes, epochs, batch sizes, sample counts)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def check_positive_finite(name: str, value: Any) -> float:
+    """Return ``value`` as a float that is finite and > 0 (learning rates)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)

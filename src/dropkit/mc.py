@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dropkit._validation import check_count
 from dropkit.nn import Sequential, softmax
 
 __all__ = [
@@ -52,12 +53,6 @@ def _check_probs(probs: Any, labels: Any | None = None) -> tuple[np.ndarray, np.
     return probs, labels
 
 
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def mc_predictive_mean(sample_logits: Callable[[np.ndarray], np.ndarray], x: Any, samples: int) -> np.ndarray:
     """Average of ``softmax(sample_logits(x))`` over ``samples`` calls, in float64.
 
@@ -73,7 +68,7 @@ def mc_predictive_mean(sample_logits: Callable[[np.ndarray], np.ndarray], x: Any
     >>> mc_predictive_mean(lambda x: next(flip), None, 2).round(6).tolist()
     [[0.5, 0.5]]
     """
-    samples = _check_count("samples", samples)
+    samples = check_count("samples", samples)
     total = softmax(np.asarray(sample_logits(x), dtype=np.float64))
     for _ in range(samples - 1):
         total += softmax(np.asarray(sample_logits(x), dtype=np.float64))
@@ -132,7 +127,7 @@ def reliability_bins(probs: Any, labels: Any, bins: int = ECE_BINS) -> Reliabili
     ([0, 0, 0, 1, 1], [0.0, 1.0], [0.8, 0.9])
     """
     probs, labels = _check_probs(probs, labels)
-    bins = _check_count("bins", bins)
+    bins = check_count("bins", bins)
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
     # Bins are (lower, upper], as in Guo et al.; a confidence of exactly 0 cannot be a maximum.

@@ -31,6 +31,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dropkit._validation import check_count, check_positive_finite
+
 __all__ = [
     "SGD",
     "Flatten",
@@ -62,12 +64,6 @@ class Parameter:
     grad: np.ndarray | None = None
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 class Linear:
     """Fully connected layer ``y = x @ W + b``.
 
@@ -90,8 +86,8 @@ class Linear:
     """
 
     def __init__(self, in_features: int, out_features: int, *, rng: np.random.Generator, dtype=np.float32):
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
+        self.in_features = check_count("in_features", in_features)
+        self.out_features = check_count("out_features", out_features)
         bound = math.sqrt(6.0 / self.in_features)
         weight = rng.uniform(-bound, bound, size=(self.in_features, self.out_features))
         self.weight = Parameter(weight.astype(dtype))
@@ -323,10 +319,8 @@ class SGD:
     """
 
     def __init__(self, params: Iterable[Parameter], lr: float):
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        self.lr = check_positive_finite("lr", lr)
         self.params = list(params)
-        self.lr = float(lr)
 
     def step(self) -> None:
         for param in self.params:

@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from dropkit._validation import check_probability, check_uint64
+from dropkit._validation import check_count, check_positive_finite, check_probability, check_uint64
 from dropkit.experiments.datasets import DATASETS, Dataset, load_dataset
 from dropkit.experiments.training import (
     Backend,
@@ -59,7 +59,6 @@ __all__ = [
     "run_experiment",
 ]
 
-FILES = ("learning_curves.png", "reliability.png", "metrics.json", "epochs.csv")
 BACKENDS = ("numpy", "torch")
 
 
@@ -122,12 +121,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _check_output_dir(path: Path) -> Path:
     """Fail now, not after training, if ``path`` cannot become a directory we can write into."""
     if path.exists() and not path.is_dir():
@@ -153,31 +146,25 @@ def check_options(options: TrainOptions) -> TrainOptions:
             probabilities[name] = check_probability(getattr(options, name), name)
         except (TypeError, ValueError) as error:
             raise ValueError(f"--{name}: {error}") from None
-    lr = options.lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"--lr must be a positive finite number, got {lr!r}")
+    lr = check_positive_finite("--lr", options.lr)
     if options.backend not in BACKENDS:
         raise ValueError(f"--backend {options.backend!r} is unknown; choose one of {', '.join(BACKENDS)}")
     if options.backend == "torch" and importlib.util.find_spec("torch") is None:
         raise ValueError("--backend torch needs PyTorch: pip install 'dropkit[torch]'")
     if options.dataset not in DATASETS:
         raise ValueError(f"--dataset {options.dataset!r} is unknown; choose one of {', '.join(DATASETS)}")
-    mc_samples = options.mc_samples
-    if isinstance(mc_samples, bool) or not isinstance(mc_samples, (int, np.integer)) or mc_samples < 0:
-        raise ValueError(
-            f"--mc-samples must be a non-negative integer (0 skips MC dropout), got {mc_samples!r}"
-        )
+    mc_samples = check_count("--mc-samples", options.mc_samples, minimum=0)
     try:
         seed = check_uint64("seed", options.seed)
     except (TypeError, ValueError) as error:
         raise ValueError(f"--{error}") from None
     return replace(
         options,
-        hidden=_positive_int("--hidden", options.hidden),
-        epochs=_positive_int("--epochs", options.epochs),
-        batch_size=_positive_int("--batch-size", options.batch_size),
-        lr=float(lr),
-        mc_samples=int(mc_samples),
+        hidden=check_count("--hidden", options.hidden),
+        epochs=check_count("--epochs", options.epochs),
+        batch_size=check_count("--batch-size", options.batch_size),
+        lr=lr,
+        mc_samples=mc_samples,
         seed=seed,
         **probabilities,
     )
