@@ -76,16 +76,35 @@ def _constant(value: float, wide: torch.dtype) -> float:
     return float(np.float32(value)) if wide == torch.float32 else float(value)
 
 
+def _fill_dropped(out: Tensor, keep: np.ndarray, value: float) -> Tensor:
+    """Set ``out`` to ``value`` where the mask ``keep`` (same rank, 1 where it broadcasts) is False.
+
+    Only the dropped slices are written: ``out`` viewed with the mask's drawn dims first is indexed
+    with the dropped mask entries. (``masked_fill_`` with a broadcast mask visits every element, at
+    about a tenth of the speed of a multiply on CPU.)
+    """
+    if keep.all():
+        return out
+    if not keep.any():
+        return out.fill_(value)
+    drawn = [d for d in range(out.dim()) if keep.shape[d] == out.shape[d]]
+    shared = [d for d in range(out.dim()) if keep.shape[d] != out.shape[d]]
+    dropped = np.nonzero(~keep.reshape([keep.shape[d] for d in drawn]))
+    out.permute(drawn + shared)[tuple(torch.from_numpy(i).to(out.device) for i in dropped)] = value
+    return out
+
+
 def _scale_kept(x: Tensor, keep: np.ndarray, scale: float) -> Tensor:
-    """``keep ? x * scale : 0`` with ``keep`` a NumPy bool mask broadcastable to ``x``.
+    """``keep ? x * scale : 0`` with ``keep`` a NumPy bool mask broadcastable to ``x`` (same rank).
 
     The product is formed in float32 (float64 for float64 data) and rounded once to ``x``'s dtype;
-    dropped elements are filled with 0, so inf and NaN inputs give 0 there, as in the reference.
+    dropped elements are set to +0, never multiplied by 0, so inf and NaN inputs give 0 there, as in
+    the reference.
     """
     wide = _wide(x.dtype)
     out = _ops.empty_dense_like(x)
     torch.mul(x.to(wide), _constant(scale, wide), out=out)
-    return out.masked_fill_(torch.from_numpy(~keep).to(x.device), 0.0)
+    return _fill_dropped(out, keep, 0.0)
 
 
 def _self_adjoint(op) -> None:
@@ -179,7 +198,7 @@ def alpha_dropout_op(x: Tensor, key: Tensor, p: float, mask_shape: list[int]) ->
     a, kept_offset, dropped_value = (_constant(c, wide) for c in _alpha_constants(p))
     out = _ops.empty_dense_like(x)
     torch.add(x.to(wide) * a, kept_offset, out=out)  # two roundings in the compute type, as the reference
-    return out.masked_fill_(torch.from_numpy(~keep).to(x.device), dropped_value)
+    return _fill_dropped(out, keep, dropped_value)
 
 
 @alpha_dropout_op.register_fake
