@@ -348,7 +348,8 @@ def _worker(rank, world_size, port, out_dir):
         "gloo", store=store, rank=rank, world_size=world_size, timeout=timedelta(seconds=60)
     )
     try:
-        from torch.distributed.tensor import Replicate, Shard, distribute_tensor, init_device_mesh
+        from torch.distributed.tensor import Replicate, distribute_tensor, init_device_mesh
+        from torch.distributed.tensor import Shard as ShardPlacement
 
         results = {}
         x = data(shape_for(world_size))
@@ -367,7 +368,11 @@ def _worker(rank, world_size, port, out_dir):
             results["independent"] = _gather(dt.dropout(x, 0.5, seed=3, stream=7))
         # DTensor: offsets from the placements; the output keeps them; backward replays the mask.
         mesh = init_device_mesh("cpu", (world_size,))
-        for name, placement in (("dtensor_t", Shard(1)), ("dtensor_h", Shard(2)), ("dtensor_r", Replicate())):
+        for name, placement in (
+            ("dtensor_t", ShardPlacement(1)),
+            ("dtensor_h", ShardPlacement(2)),
+            ("dtensor_r", Replicate()),
+        ):
             global_x = distribute_tensor(x.clone().requires_grad_(), mesh, [placement])
             y = dt.dropout(global_x, 0.5, seed=3)
             y.sum().backward()
