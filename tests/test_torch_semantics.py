@@ -15,6 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import dropkit.torch  # noqa: E402
 from dropkit.torch import Dropout, _ops, dropout  # noqa: E402
 
 P = 0.2
@@ -247,7 +248,8 @@ def test_module_has_no_state_dict_and_follows_dtype_moves():
 
 def test_cuda_without_a_kernel_is_a_clear_error(monkeypatch):
     # No silent fallback: a CUDA tensor without the Triton launcher is an error naming the reason.
-    monkeypatch.setitem(sys.modules, "dropkit.torch._triton", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "dropkit.torch._triton", None)  # makes the import fail ...
+    monkeypatch.delattr(dropkit.torch, "_triton", raising=False)  # ... even after an earlier import
     with pytest.raises(RuntimeError, match="no CUDA kernel in this build"):
         _ops._cuda_kernel()
     monkeypatch.setattr(_ops.importlib.util, "find_spec", lambda name: None)
