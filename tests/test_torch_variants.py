@@ -805,6 +805,17 @@ def test_every_module_is_stochastic_and_mc_dropout_turns_it_on():
     assert not any(m.training for m in model.modules())
 
 
+def test_mc_dropout_leaves_a_batchnorm_inside_weight_drop_in_eval():
+    inner = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    model = nn.Sequential(WeightDrop(inner, "0.weight", p=0.5, seed=1))
+    with mc_dropout(model):
+        assert model[0].training and model[0].dropouts[0].training
+        assert not inner.training and not inner[1].training
+        before = inner[1].running_mean.clone()
+        model(torch.randn(4, 3))
+        assert torch.equal(inner[1].running_mean, before)
+
+
 def test_mc_predict_with_dropkit_modules_leaves_batchnorm_untouched():
     torch.manual_seed(0)
     model = nn.Sequential(

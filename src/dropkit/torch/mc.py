@@ -47,7 +47,7 @@ def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
     model.eval()
     for module in model.modules():
         if is_stochastic(module):
-            module.train()
+            module.training = True  # not train(): that would reach a wrapped module's BatchNorm too
     try:
         yield model
     finally:
