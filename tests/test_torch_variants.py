@@ -313,6 +313,17 @@ def test_seeded_module_takes_stream_k_on_its_kth_training_call_only():
     assert module.calls == 3  # eval calls take no stream
 
 
+def test_calls_can_be_set_to_resume_a_seeded_run():
+    module, x = DropPath(0.5, seed=11), data((16, 3))
+    module.calls = 7
+    assert torch.equal(module(x), F.drop_path(x, 0.5, seed=11, stream=7)) and module.calls == 8
+    with pytest.raises(
+        ValueError, match=r"calls must be an integer in \[0, 2\*\*63\), got 9223372036854775808"
+    ):
+        module.calls = 2**63
+    assert module.calls == 8
+
+
 # --- identities and special values -----------------------------------------------------------
 
 IDENTITY_FORMS = [

@@ -52,8 +52,18 @@ class _Stochastic(nn.Module):
 
     @property
     def calls(self) -> int:
-        """Training calls so far; with an explicit seed, the next one uses stream ``calls``."""
+        """Training calls so far; with an explicit seed, the next one uses stream ``calls``.
+
+        Settable (to resume a seeded run mid-way), as :attr:`dropkit.torch.Dropout.calls`.
+        """
         return int(self._calls)
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        value = check_uint64("calls", value)
+        if value >= 2**63:
+            raise ValueError(f"calls must be an integer in [0, 2**63), got {value}")
+        self._calls.fill_(value)
 
     def _next_stream(self) -> int | Tensor:
         if torch.compiler.is_compiling():
