@@ -477,3 +477,14 @@ def test_ddp_training_equals_one_process_on_the_global_batch(ranks):
     # Without the context each rank draws rows [0, B) of the mask for its own batch: the run differs.
     naive = {name.removeprefix("module."): w for name, w in results["naive"].items()}
     assert max((naive[name] - weight).abs().max().item() for name, weight in single.items()) > 1e-3
+
+
+def test_noise_shape_with_a_shard_is_an_error_not_a_silent_full_mask():
+    x = torch.ones(2, 4)
+    with pytest.raises(ValueError, match="noise_shape does not combine with sharding"):
+        dt.functional.dropout(x, 0.5, seed=0, noise_shape=(None, 1), global_shape=(4, 4), offsets=(2, 0))
+    with (
+        D.data_parallel(rank=1, world_size=2),
+        pytest.raises(ValueError, match="noise_shape does not combine"),
+    ):
+        dt.functional.dropout(x, 0.5, seed=0, noise_shape=(None, 1))
