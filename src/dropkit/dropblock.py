@@ -74,11 +74,15 @@ def drop_block_keep(
         (rows >= k // 2) & (rows < height - (k - 1) // 2) & (cols >= k // 2) & (cols < width - (k - 1) // 2)
     )
     centres = ~keep_mask(mask_shape, gamma, seed=seed, stream=stream) & fits
-    # A centre at (i, j) drops rows i - k//2 ... i - k//2 + k - 1 (and the same for columns).
-    before, after = (k - 1) // 2, k // 2
-    padded = np.pad(centres, ((0, 0), (0, 0), (before, after), (before, after)))
-    dropped = sliding_window_view(padded, (k, k), axis=(-2, -1)).any(axis=(-2, -1))
-    return ~dropped
+    return ~_spread(_spread(centres, k, axis=2), k, axis=3)
+
+
+def _spread(centres: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Mark the ``k`` positions a centre's block covers along ``axis``: from ``i - k//2`` to
+    ``i - k//2 + k - 1``. Spreading rows, then columns, gives the ``k x k`` square in O(k) per element."""
+    padding = [(0, 0)] * centres.ndim
+    padding[axis] = ((k - 1) // 2, k // 2)
+    return sliding_window_view(np.pad(centres, padding), k, axis=axis).any(axis=-1)
 
 
 def _apply_block_keep(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
