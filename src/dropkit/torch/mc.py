@@ -78,6 +78,9 @@ def mc_predict(
     (each copy gets its own slice of the mask, so the passes are independent), split into forwards
     of at most ``max_batch`` rows when memory does not allow all at once. The model must treat batch
     rows independently in eval mode (true of BatchNorm in eval, attention without cross-batch ops…).
+    Layers that draw one mask per *forward* rather than per row (``DropConnectLinear``,
+    ``WeightDrop``, ``DropPath(mode="batch")``, ``DropBlock2d(batchwise=True)``) would give every
+    stacked pass the same mask: with those, pass ``max_batch=len(x)`` so each pass is its own forward.
 
     Args:
         model: a classifier; its stochastic layers are turned on with :func:`mc_dropout`.
