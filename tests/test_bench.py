@@ -48,6 +48,7 @@ def test_torch_rows_carry_ratios_and_the_bytes_autograd_keeps():
     assert allocating.torch_over_this == pytest.approx(rows[("torch", "forward")].ms / allocating.ms)
     # torch's CPU dropout saves its mask for backward: at least a byte per element.
     assert rows[("torch", "forward")].kept_bytes_per_element >= 1.0
+    assert rows[("torch.mul", "new tensor")].ms > 0
     for phase in PHASES:  # dropkit's drop-in, timed like torch, keeps no tensor for backward
         assert rows[("dropkit.torch", phase)].kept_bytes_per_element == 0.0
 

@@ -13,7 +13,8 @@ for float32 data of each size and each drop probability ``p``:
 - **textbook NumPy**: ``mask = (uniform floats >= p) / (1 - p)``, ``y = x * mask``, ``dx = dy * mask``.
 - **memory pass**: ``np.multiply(x, s, out=y)``: one read and one write of the data, the floor any
   elementwise op pays (NumPy runs it on one thread). ``dropkit p=0`` is the kernel's own
-  read+write pass (no mask drawn) on all its threads.
+  read+write pass (no mask drawn) on all its threads; ``torch.mul`` is ``torch.mul(x, 2)`` into a
+  new tensor, the floor for torch ops, which all allocate their output.
 
 Nothing is imported at module level beyond NumPy, so ``dropkit --help`` stays fast.
 """
@@ -54,8 +55,8 @@ class Row:
 
     size: int
     p: float
-    method: str  # "dropkit", "dropkit.torch", "torch", "textbook NumPy", "memory pass", "dropkit p=0"
-    phase: str  # "forward", "forward, new array", "backward", "forward+backward", "read+write"
+    method: str  # "dropkit", "dropkit.torch", "torch", "textbook NumPy", "memory pass", "torch.mul", ...
+    phase: str  # "forward", "forward, new array", "backward", "forward+backward", "read+write", ...
     ms: float  # median wall time in milliseconds
     vs_memory: float  # ms / the memory pass's ms at this size
     torch_over_this: float | None  # torch's ms for the same phase / ms: > 1 means faster than torch
@@ -356,7 +357,8 @@ def run_benchmarks(
     if not numba_available():
         report.notes.append("numba is not used: the dropkit rows time the NumPy reference path")
     report.notes.append(
-        "memory pass = np.multiply(x, s, out=y) on one thread; dropkit p=0 = the kernel's read+write pass "
+        "memory pass = np.multiply(x, s, out=y) on one thread; torch.mul = torch.mul(x, 2) into a new "
+        "tensor, torch's floor for an op that allocates; dropkit p=0 = the kernel's read+write pass "
         "on all threads; dropkit writes into preallocated arrays except in 'forward, new array'; torch and "
         "NumPy allocate their outputs"
     )
@@ -365,6 +367,9 @@ def run_benchmarks(
         x = np.random.default_rng(size).standard_normal(size, dtype=np.float32)
         y = np.empty_like(x)
         memory_ms = _median_ms(lambda x=x, y=y: np.multiply(x, np.float32(2.0), out=y), repeats)
+        # torch's floor when it allocates its output, as F.dropout and every torch layer do.
+        tensor = None if torch is None else torch.from_numpy(x)
+        torch_memory_ms = None if torch is None else _median_ms(lambda t=tensor: torch.mul(t, 2.0), repeats)
         for p in ps:
             if progress is not None:
                 progress(f"  {size} elements, p={p:g}")
@@ -382,6 +387,11 @@ def run_benchmarks(
             report.rows.append(
                 Row(size, p, "dropkit p=0", "read+write", read_write, read_write / memory_ms, None, None)
             )
+            if torch_memory_ms is not None:
+                ratio = torch_memory_ms / memory_ms
+                report.rows.append(
+                    Row(size, p, "torch.mul", "new tensor", torch_memory_ms, ratio, None, None)
+                )
             for method, phases in times.items():
                 for phase, ms in phases.items():
                     torch_ms = times.get("torch", {}).get(phase.split(",")[0])
