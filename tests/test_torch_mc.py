@@ -92,3 +92,14 @@ def test_max_batch_splits_the_passes():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         mc_predict(make_model(), torch.randn(2, 6), **({"samples": 3} | kwargs))
+
+
+def test_layers_with_one_mask_per_forward_get_one_forward_per_pass():
+    from dropkit.torch import DropConnectLinear
+
+    torch.manual_seed(0)
+    model, calls = nn.Sequential(DropConnectLinear(6, 5, p=0.5)), []
+    model.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    out = mc_predict(model, torch.randn(4, 6), samples=3)
+    assert calls == [4, 4, 4]
+    assert (out.mutual_information > 0).all()  # the passes differ: each drew its own weight mask

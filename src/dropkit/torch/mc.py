@@ -29,6 +29,17 @@ def is_stochastic(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.dropout._DropoutNd) or getattr(module, "stochastic", False) is True
 
 
+def _one_mask_per_forward(module: nn.Module) -> bool:
+    """Layers whose mask is shared by every row of a forward (weights, or the whole batch)."""
+    from dropkit.torch import _variant_modules as M
+
+    return (
+        isinstance(module, (M.DropConnectLinear, M.WeightDrop))
+        or (isinstance(module, M.DropPath) and module.mode == "batch")
+        or (isinstance(module, M.DropBlock2d) and module.batchwise)
+    )
+
+
 @contextlib.contextmanager
 def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode except its stochastic layers, which train; restore on exit.
@@ -80,7 +91,7 @@ def mc_predict(
     rows independently in eval mode (true of BatchNorm in eval, attention without cross-batch ops…).
     Layers that draw one mask per *forward* rather than per row (``DropConnectLinear``,
     ``WeightDrop``, ``DropPath(mode="batch")``, ``DropBlock2d(batchwise=True)``) would give every
-    stacked pass the same mask: with those, pass ``max_batch=len(x)`` so each pass is its own forward.
+    stacked pass the same mask, so a model with one runs each pass as its own forward.
 
     Args:
         model: a classifier; its stochastic layers are turned on with :func:`mc_dropout`.
@@ -103,6 +114,8 @@ def mc_predict(
     n = x.shape[0]
     stacked = x.unsqueeze(0).expand(samples, *x.shape).reshape(samples * n, *x.shape[1:])
     rows = samples * n if max_batch is None else max_batch
+    if any(_one_mask_per_forward(module) for module in model.modules()):
+        rows = min(rows, max(n, 1))
     with mc_dropout(model):
         logits = torch.cat([model(chunk) for chunk in stacked.split(rows)]) if n else model(stacked)
     probs = torch.softmax(logits.double(), dim=-1).reshape(samples, n, -1)  # (K, N, C)
