@@ -75,7 +75,7 @@ class TorchBackend:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     def logits(self, x: np.ndarray, *, dropout: bool = False) -> np.ndarray:
         """A forward pass without any update; ``dropout=True`` draws fresh masks (MC dropout)."""
