@@ -66,8 +66,7 @@ def _fits_kernel(x: np.ndarray, out: np.ndarray | None, start: int) -> bool:
     if not out.flags.c_contiguous:
         return False
     # out aliasing x element for element is in-place and fine; a shifted overlap is not.
-    same_buffer = out.ctypes.data == x.ctypes.data
-    return same_buffer or not np.may_share_memory(x, out)
+    return not np.may_share_memory(x, out) or out.ctypes.data == x.ctypes.data
 
 
 def dropout_apply(

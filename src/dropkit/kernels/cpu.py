@@ -143,7 +143,6 @@ def _start_threads_with_passive_waits() -> None:
     it is set only around that moment and the rest of the process (torch included) is left alone.
     """
     if "OMP_WAIT_POLICY" in os.environ:
-        numba.get_num_threads()
         return
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
