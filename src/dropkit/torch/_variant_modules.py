@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dropkit._validation import check_probability, check_uint64
+from dropkit._validation import check_probability
 from dropkit.dropblock import _check_block
 from dropkit.layers import drop_path_mask_shape
 from dropkit.noise import _check_gaussian_p
 from dropkit.torch import _variants as V
 from dropkit.torch.functional import check_inplace
+from dropkit.torch.modules import SeededModule
 
 __all__ = [
     "AlphaDropout",
@@ -35,44 +36,16 @@ __all__ = [
 ]
 
 
-class _Stochastic(nn.Module):
-    """Shared machinery: the seed, the call counter, train/eval. A subclass says how it checks and
-    applies itself to an input (``_plan``, from :mod:`dropkit.torch._variants`)."""
+class _Stochastic(SeededModule):
+    """Shared machinery: the seed and call counter (from :class:`SeededModule`), train/eval. A
+    subclass says how it checks and applies itself to an input (``_plan``, from
+    :mod:`dropkit.torch._variants`)."""
 
-    stochastic = True  # dropkit.torch.mc_dropout turns on every module that says so
     inplace = False
 
     def __init__(self, p: float, *, seed: int | None) -> None:
-        super().__init__()
+        super().__init__(seed=seed)
         self.p = p  # checked by the subclass, whose range it knows
-        self.seed = None if seed is None else check_uint64("seed", seed)
-        # A tensor, not an int, so a compiled graph advances it at run time (as dropkit.torch.Dropout).
-        with torch.inference_mode(False):
-            self._calls = torch.zeros((), dtype=torch.int64)
-
-    @property
-    def calls(self) -> int:
-        """Training calls so far; with an explicit seed, the next one uses stream ``calls``.
-
-        Settable (to resume a seeded run mid-way), as :attr:`dropkit.torch.Dropout.calls`.
-        """
-        return int(self._calls)
-
-    @calls.setter
-    def calls(self, value: int) -> None:
-        value = check_uint64("calls", value)
-        if value >= 2**63:
-            raise ValueError(f"calls must be an integer in [0, 2**63), got {value}")
-        self._calls.fill_(value)
-
-    def _next_stream(self) -> int | Tensor:
-        if torch.compiler.is_compiling():
-            stream = self._calls.clone()
-            self._calls.add_(1)
-            return stream
-        stream = int(self._calls)
-        self._calls += 1
-        return stream
 
     def _plan(self, input: Tensor) -> V.Apply:
         raise NotImplementedError
@@ -86,9 +59,6 @@ class _Stochastic(nn.Module):
         if self.p == 0.0 or input.numel() == 0:
             return input
         return apply(self.seed, stream)
-
-    def _seed_repr(self) -> str:
-        return "" if self.seed is None else f", seed={self.seed}"
 
 
 class _ChannelDropout(_Stochastic):

@@ -14,7 +14,54 @@ from dropkit.torch import functional as F
 __all__ = ["Dropout"]
 
 
-class Dropout(nn.Module):
+class SeededModule(nn.Module):
+    """What every dropkit module keeps: its seed and its training-call counter.
+
+    With an explicit ``seed`` the k-th training call uses stream k; with ``seed=None`` every call
+    draws a fresh seed from torch's default generator and the counter is not used.
+    """
+
+    stochastic = True  # dropkit.torch.mc_dropout turns on every module that says so
+
+    def __init__(self, *, seed: int | None) -> None:
+        super().__init__()
+        self.seed = None if seed is None else check_uint64("seed", seed)
+        # The call counter is a tensor, not an int, so a compiled graph advances it at run time
+        # instead of baking one stream in. It stays on the CPU and out of state_dict (torch's
+        # Dropout has no state), and inference_mode(False) keeps it writable outside inference mode.
+        with torch.inference_mode(False):
+            self._calls = torch.zeros((), dtype=torch.int64)
+
+    @property
+    def calls(self) -> int:
+        """Training calls so far; with an explicit seed, the next one uses stream ``calls``.
+
+        Settable (to resume a seeded run mid-way): ``layer.calls = k``.
+        """
+        return int(self._calls)
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        value = check_uint64("calls", value)
+        if value >= 2**63:
+            raise ValueError(f"calls must be an integer in [0, 2**63), got {value}")
+        self._calls.fill_(value)
+
+    def _next_stream(self) -> int | Tensor:
+        """Take the next stream: a Python int eagerly, a run-time tensor inside a compiled graph."""
+        if torch.compiler.is_compiling():
+            stream = self._calls.clone()
+            self._calls.add_(1)
+            return stream
+        stream = int(self._calls)
+        self._calls += 1
+        return stream
+
+    def _seed_repr(self) -> str:
+        return "" if self.seed is None else f", seed={self.seed}"
+
+
+class Dropout(SeededModule):
     """Inverted dropout whose mask is the contract's, regenerated in backward instead of stored.
 
     In training ``y = x * m / (1 - p)`` with ``m = keep_mask(x.shape, p, seed=..., stream=...)``;
@@ -43,33 +90,10 @@ class Dropout(nn.Module):
     1
     """
 
-    stochastic = True  # dropkit.torch.mc_dropout turns it on
-
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
-        super().__init__()
+        super().__init__(seed=seed)
         self.p = check_probability(p)
         self.inplace = inplace
-        self.seed = None if seed is None else check_uint64("seed", seed)
-        # The call counter is a tensor, not an int, so a compiled graph advances it at run time
-        # instead of baking one stream in. It stays on the CPU and out of state_dict (torch's
-        # Dropout has no state), and inference_mode(False) keeps it writable outside inference mode.
-        with torch.inference_mode(False):
-            self._calls = torch.zeros((), dtype=torch.int64)
-
-    @property
-    def calls(self) -> int:
-        """Training calls so far; with an explicit seed, the next one uses stream ``calls``.
-
-        Settable (to resume a seeded run mid-way): ``layer.calls = k``.
-        """
-        return int(self._calls)
-
-    @calls.setter
-    def calls(self, value: int) -> None:
-        value = check_uint64("calls", value)
-        if value >= 2**63:
-            raise ValueError(f"calls must be an integer in [0, 2**63), got {value}")
-        self._calls.fill_(value)
 
     def forward(
         self,
@@ -86,16 +110,10 @@ class Dropout(nn.Module):
         F.check_input(input)
         F.check_inplace(input, self.inplace)
         location = distributed.locate(input, global_shape, offsets)
-        if torch.compiler.is_compiling():
-            stream = self._calls.clone()
-            self._calls.add_(1)
-        else:
-            stream = int(self._calls)
-            self._calls += 1
+        stream = self._next_stream()
         if self.p == 0.0 or input.numel() == 0:
             return input
         return F.masked(input, self.p, self.inplace, self.seed, stream, location)
 
     def extra_repr(self) -> str:
-        seed = "" if self.seed is None else f", seed={self.seed}"
-        return f"p={self.p}, inplace={self.inplace}{seed}"
+        return f"p={self.p}, inplace={self.inplace}{self._seed_repr()}"
