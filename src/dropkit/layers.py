@@ -22,6 +22,7 @@ it and broadcast to the input (channel dropout draws over ``(N, C)``, locked dro
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,24 @@ def drop_path_mask_shape(shape: Shape, mode: str) -> Shape:
 # --- functional forms ------------------------------------------------------------------------
 
 
+def _bernoulli(
+    x: Any,
+    p: float,
+    mode: str,
+    training: bool,
+    seed: int,
+    stream: int,
+    mask_shape_of: Callable[[Shape], Shape],
+) -> np.ndarray:
+    """The body every inverted/classic Bernoulli variant shares; only the mask shape differs."""
+    x = check_float_array("x", x)
+    p, mode = check_probability(p), check_mode(mode)
+    mask_shape = mask_shape_of(x.shape)  # validates the input's rank before anything else
+    if not training:
+        return _inference(x, p, mode)
+    return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=_training_scale(p, mode))
+
+
 def dropout(
     x: Any,
     p: float = 0.5,
@@ -163,12 +182,7 @@ def dropout(
     >>> dropout(np.ones((2, 4)), 0.5, seed=0, noise_shape=(None, 1)).tolist()
     [[0.0, 0.0, 0.0, 0.0], [2.0, 2.0, 2.0, 2.0]]
     """
-    x = check_float_array("x", x)
-    p, mode = check_probability(p), check_mode(mode)
-    mask_shape = noise_mask_shape(x.shape, noise_shape)
-    if not training:
-        return _inference(x, p, mode)
-    return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=_training_scale(p, mode))
+    return _bernoulli(x, p, mode, training, seed, stream, lambda shape: noise_mask_shape(shape, noise_shape))
 
 
 def channel_dropout(
@@ -196,12 +210,9 @@ def channel_dropout(
     >>> channel_dropout(np.ones((1, 3, 2, 2)), 0.5, seed=0)[0, :, 0, 0].tolist()
     [0.0, 2.0, 2.0]
     """
-    x = check_float_array("x", x)
-    p, mode = check_probability(p), check_mode(mode)
-    mask_shape = channel_mask_shape(x.shape, spatial_dims)
-    if not training:
-        return _inference(x, p, mode)
-    return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=_training_scale(p, mode))
+    return _bernoulli(
+        x, p, mode, training, seed, stream, lambda shape: channel_mask_shape(shape, spatial_dims)
+    )
 
 
 def locked_dropout(
@@ -225,12 +236,7 @@ def locked_dropout(
     >>> (y[0] == y[1]).all() and (y[1] == y[2]).all()
     np.True_
     """
-    x = check_float_array("x", x)
-    p, mode = check_probability(p), check_mode(mode)
-    mask_shape = locked_mask_shape(x.shape, batch_first)
-    if not training:
-        return _inference(x, p, mode)
-    return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=_training_scale(p, mode))
+    return _bernoulli(x, p, mode, training, seed, stream, lambda shape: locked_mask_shape(shape, batch_first))
 
 
 def drop_path(
