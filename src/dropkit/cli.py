@@ -33,11 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in (None, "trace"):
-        from dropkit.trace import worked_trace
-
-        print(worked_trace(getattr(args, "seed", 0)))
-        return 0
     if args.command == "train":
         from dropkit.experiments.run import main as train
 
@@ -46,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         from dropkit.bench import main as bench
 
         return bench(args)
-    return 2
+    from dropkit.trace import worked_trace  # "trace", and no command at all
+
+    print(worked_trace(getattr(args, "seed", 0)))
+    return 0
 
 
 if __name__ == "__main__":
