@@ -125,6 +125,12 @@ def test_streams_and_seeds_give_different_masks():
         (lambda: random_bits(0, 0, [0.5]), TypeError, "index must be an integer array"),
         (lambda: keep_mask((2, -1), 0.5, seed=0), ValueError, "shape must be"),
         (lambda: keep_mask(4, 1.5, seed=0), ValueError, "between 0 and 1"),
+        # p = 1 and empty ranges draw nothing, yet their keys are checked all the same.
+        (lambda: keep_mask(4, 1.0, seed=-1), ValueError, r"seed must be an integer in \[0, 2\*\*64\)"),
+        (lambda: keep_range(1.0, 0, "1", 0, 4), TypeError, "stream must be an integer"),
+        (lambda: keep_mask((0, 3), 0.5, seed=2**64), ValueError, "seed must be an integer"),
+        (lambda: random_range(0, 0, 2**64 - 2, 3), ValueError, r"start \+ count must be at most 2\*\*64"),
+        (lambda: keep_range(1.0, 0, 0, 2**64 - 2, 3), ValueError, r"start \+ count must be at most"),
         (lambda: philox4x32([0, 0, 0], [0, 0]), TypeError, r"counter must be .*\(\.\.\., 4\)"),
         (lambda: philox4x32([0, 0, 0, 2**32], [0, 0]), ValueError, "counter words"),
     ],

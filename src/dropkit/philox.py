@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dropkit._validation import check_probability, check_uint64
+from dropkit._validation import UINT64_LIMIT, check_probability, check_uint64
 
 __all__ = ["keep_mask", "keep_range", "keep_threshold", "philox4x32", "random_bits", "random_range"]
 
@@ -125,6 +125,17 @@ def random_bits(seed: int, stream: int, index: Any) -> np.ndarray:
     return words[np.arange(flat.size), lane].reshape(index.shape)
 
 
+def _check_range(seed: Any, stream: Any, start: Any, count: Any) -> tuple[int, int, int, int]:
+    """Checked ``(seed, stream, start, count)``; the range must stay inside the 64-bit index space."""
+    seed, stream = check_uint64("seed", seed), check_uint64("stream", stream)
+    start, count = check_uint64("start", start), check_uint64("count", count)
+    if start + count > UINT64_LIMIT:
+        raise ValueError(
+            f"start + count must be at most 2**64 (indexes are unsigned 64-bit), got {start} + {count}"
+        )
+    return seed, stream, start, count
+
+
 def random_range(seed: int, stream: int, start: int, count: int) -> np.ndarray:
     """``bits(start), bits(start + 1), ..., bits(start + count - 1)`` as a uint32 array.
 
@@ -133,7 +144,7 @@ def random_range(seed: int, stream: int, start: int, count: int) -> np.ndarray:
     >>> random_range(7, 1, 5, 3).tolist() == random_bits(7, 1, [5, 6, 7]).tolist()
     True
     """
-    start, count = check_uint64("start", start), check_uint64("count", count)
+    seed, stream, start, count = _check_range(seed, stream, start, count)
     if count == 0:
         return np.empty(0, np.uint32)
     first, last = start >> 2, (start + count - 1) >> 2
@@ -154,8 +165,8 @@ def keep_threshold(p: float) -> int:
 def keep_range(p: float, seed: int, stream: int, start: int, count: int) -> np.ndarray:
     """Keep decisions for flat indexes ``start ... start + count - 1``, a bool array."""
     threshold = keep_threshold(p)
-    if threshold > 0xFFFFFFFF:  # p == 1: no 32-bit word reaches 2**32
-        return np.zeros(check_uint64("count", count), dtype=bool)
+    if threshold > 0xFFFFFFFF:  # p == 1: no 32-bit word reaches 2**32, but the arguments are checked
+        return np.zeros(_check_range(seed, stream, start, count)[3], dtype=bool)
     return random_range(seed, stream, start, count) >= np.uint32(threshold)
 
 
