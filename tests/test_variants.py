@@ -194,6 +194,16 @@ def test_drop_block_drops_about_p_and_rescales_by_numel_over_kept():
     assert (batchwise == batchwise[:1]).all()
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 0, 4), (2, 3, 4, 0), (0, 3, 4, 4)])
+def test_drop_block_on_an_empty_map_returns_it_and_advances_like_any_call(shape):
+    layer, x = DropBlock2d(0.3, block_size=3, seed=1), np.ones(shape)
+    assert dropkit.drop_block2d(x, 0.3, block_size=3, seed=1).shape == shape
+    assert layer(x).shape == shape and layer.backward(x).shape == shape
+    assert layer.calls == 1
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        drop_block_keep(shape, 0.3, seed=-1)
+
+
 @pytest.mark.parametrize("block_size", [0, -1, 2.5, True])
 def test_drop_block_bad_block_size(block_size):
     with pytest.raises(ValueError, match="block_size must be a positive int"):

@@ -66,6 +66,8 @@ def drop_block_keep(
     """
     mask_shape = _check_block(tuple(shape), block_size, gamma_scale, batchwise)
     p = check_probability(p)
+    if 0 in mask_shape:  # nothing to drop, and the seed rate would divide by the empty map's area
+        return keep_mask(mask_shape, 0.0, seed=seed, stream=stream)
     height, width = mask_shape[-2:]
     k = min(block_size, height, width)
     gamma = seed_rate(p, block_size, height, width, gamma_scale)
