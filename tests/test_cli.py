@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from dropkit.cli import main
 
 
@@ -17,3 +19,12 @@ def test_trace_prints_the_worked_example(capsys):
 def test_python_dash_m_runs_the_trace():
     done = subprocess.run([sys.executable, "-m", "dropkit"], capture_output=True, text=True, check=True)
     assert "Philox words" in done.stdout
+
+
+@pytest.mark.parametrize("seed", ["-1", "2**64", str(2**64)])
+def test_trace_rejects_a_seed_outside_uint64_with_status_2_and_one_line(seed, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["trace", "--seed", seed])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed must be an integer in [0, 2**64)" in err

@@ -14,6 +14,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _seed(text: str) -> int:
+    """``--seed``: an unsigned 64-bit integer, or a one-line usage error."""
+    from dropkit._validation import check_uint64
+
+    try:
+        return check_uint64("seed", int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer in [0, 2**64), got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dropkit.bench import add_arguments as add_bench_arguments
     from dropkit.experiments.run import add_arguments  # light: heavy imports wait inside the command
@@ -21,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dropkit", description="Dropout done right.")
     commands = parser.add_subparsers(dest="command")
     trace = commands.add_parser("trace", help="print dropout's forward and backward by hand")
-    trace.add_argument("--seed", type=int, default=0, help="seed of the drawn mask (default 0)")
+    trace.add_argument("--seed", type=_seed, default=0, help="seed of the drawn mask (default 0)")
     train = commands.add_parser(
         "train", help="train the dropout MLP with and without dropout, then MC dropout"
     )
