@@ -44,7 +44,7 @@ class DropConnectLinear(Linear):
         *,
         rng: np.random.Generator,
         seed: int | None = None,
-        dtype=np.float32,
+        dtype: type[np.floating] = np.float32,
     ):
         self.p = check_probability(p)
         self.seed = secrets.randbits(64) if seed is None else check_uint64("seed", seed)
@@ -54,10 +54,12 @@ class DropConnectLinear(Linear):
         self._stream: int | None = None  # stream of the latest forward, None at inference
 
     def train(self, mode: bool = True) -> DropConnectLinear:
+        """Set training mode (weights dropped on every forward); returns ``self``."""
         self.training = bool(mode)
         return self
 
     def eval(self) -> DropConnectLinear:
+        """Set inference mode (the plain ``Linear``); returns ``self``."""
         return self.train(False)
 
     def _drop(self, weight_like: np.ndarray, stream: int) -> np.ndarray:
@@ -65,6 +67,7 @@ class DropConnectLinear(Linear):
         return dropout(weight_like.T, self.p, seed=self.seed, stream=stream).T
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x @ (W * M / (1 - p)) + b`` with a fresh stream in training, ``x @ W + b`` at inference."""
         if not self.training:
             self._stream = None
             return super().forward(x)
@@ -77,10 +80,9 @@ class DropConnectLinear(Linear):
     __call__ = forward
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        if self._stream is None:
+        """``dL/dx``; stores ``dL/dW`` (masked by the latest forward's ``M``) and ``dL/db``."""
+        if self._stream is None:  # before any forward (Linear raises), or after an inference one
             return super().backward(grad)
-        if self._x is None:
-            raise RuntimeError("DropConnectLinear.backward called before forward")
         self.weight.grad = self._drop(self._x.T @ grad, self._stream)
         self.bias.grad = grad.sum(axis=0)
         return grad @ self._drop(self.weight.value, self._stream).T

@@ -85,7 +85,14 @@ class Linear:
     (4, 2)
     """
 
-    def __init__(self, in_features: int, out_features: int, *, rng: np.random.Generator, dtype=np.float32):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        rng: np.random.Generator,
+        dtype: type[np.floating] = np.float32,
+    ):
         self.in_features = check_count("in_features", in_features)
         self.out_features = check_count("out_features", out_features)
         bound = math.sqrt(6.0 / self.in_features)
