@@ -19,6 +19,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from dropkit._validation import check_count
+
 __all__ = ["MCPrediction", "is_stochastic", "mc_dropout", "mc_predict"]
 
 
@@ -105,12 +107,8 @@ def mc_predict(
     >>> out.mean.shape, bool((out.mutual_information >= 0).all())
     (torch.Size([5, 4]), True)
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive int, got {samples!r}")
-    if max_batch is not None and (
-        isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
-    ):
-        raise ValueError(f"max_batch must be a positive int or None, got {max_batch!r}")
+    samples = check_count("samples", samples)
+    max_batch = None if max_batch is None else check_count("max_batch", max_batch)
     n = x.shape[0]
     stacked = x.unsqueeze(0).expand(samples, *x.shape).reshape(samples * n, *x.shape[1:])
     rows = samples * n if max_batch is None else max_batch
