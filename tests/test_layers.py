@@ -215,3 +215,18 @@ def test_backward_errors():
 
 def test_public_api():
     assert set(dropkit.__all__) >= {"Dropout", "dropout", "keep_mask", "philox4x32", "random_bits"}
+
+
+def test_p_reassigned_out_of_range_is_rejected_before_any_state_changes():
+    layer = Dropout(0.5, seed=0)
+    layer(np.ones(4))
+    replay, layer.p = layer._replay, 1.5  # e.g. a schedule that went wrong
+    with pytest.raises(ValueError, match="dropout probability has to be between 0 and 1, but got 1.5"):
+        layer(np.ones(4))
+    assert layer.calls == 1 and layer._replay is replay
+
+
+def test_p1_with_a_supplied_mask_still_drops_everything():
+    layer = Dropout(1.0, seed=0)
+    assert layer.forward(np.ones(3), mask=[1, 0, 1]).tolist() == [0.0, 0.0, 0.0]
+    assert layer.backward(np.ones(3)).tolist() == [0.0, 0.0, 0.0]

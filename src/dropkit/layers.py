@@ -52,11 +52,14 @@ __all__ = [
 Shape = tuple[int, ...]
 
 
+def inverted_scale(p: float) -> float:
+    """``1 / (1 - p)``, the inverted-dropout scale; 1 at ``p == 1``, where nothing is kept to scale."""
+    return 1.0 if p == 1.0 else 1.0 / (1.0 - p)
+
+
 def _training_scale(p: float, mode: str) -> float:
     """What kept elements are multiplied by in training: 1/(1-p) inverted, 1 classic."""
-    if mode == "classic" or p == 1.0:  # p == 1 keeps nothing, so the scale is never used
-        return 1.0
-    return 1.0 / (1.0 - p)
+    return 1.0 if mode == "classic" else inverted_scale(p)
 
 
 def _inference(x: np.ndarray, p: float, mode: str) -> np.ndarray:
@@ -266,7 +269,7 @@ def drop_path(
     mask_shape = drop_path_mask_shape(x.shape, mode)
     if not training:
         return x
-    scale = 1.0 if not scale_by_keep or p == 1.0 else 1.0 / (1.0 - p)
+    scale = inverted_scale(p) if scale_by_keep else 1.0
     return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=scale)
 
 
@@ -317,10 +320,13 @@ class _MaskDropout:
         return self._apply(grad, p, stream)
 
     def _apply_keep(self, x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
-        return scale_kept(x, keep, self._training_scale(p))
+        # p == 1 drops everything, whatever mask the caller hands in (the scale would be infinite).
+        return np.zeros_like(x) if p == 1.0 else scale_kept(x, keep, self._training_scale(p))
 
-    def _grad_keep(self, grad: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
-        return scale_kept(grad, keep, self._training_scale(p))
+    _grad_keep = _apply_keep
+
+    def _check_p(self, p: Any) -> float:
+        return check_probability(p)
 
     def train(self, mode: bool = True) -> _MaskDropout:
         """Set training mode (``forward``'s default); returns ``self``."""
@@ -341,6 +347,7 @@ class _MaskDropout:
                 (for teaching and tests); it does not advance the stream.
         """
         x = check_float_array("x", x)
+        self._check_p(self.p)  # p may have been reassigned since construction (a schedule)
         mask_shape = self._mask_shape(x.shape)
         if mask is not None and not self.accepts_mask:
             raise TypeError(f"{type(self).__name__} draws no keep mask, so mask= is not accepted")
@@ -511,7 +518,7 @@ class DropPath(_MaskDropout):
         return x
 
     def _training_scale(self, p: float) -> float:
-        return 1.0 if not self.scale_by_keep or p == 1.0 else 1.0 / (1.0 - p)
+        return inverted_scale(p) if self.scale_by_keep else 1.0
 
     def __repr__(self) -> str:
         return (

@@ -159,6 +159,9 @@ class GaussianDropout(_MaskDropout):
         _check_gaussian_p(p)
         super().__init__(p, seed=seed)
 
+    def _check_p(self, p: Any) -> float:
+        return _check_gaussian_p(p)
+
     def _mask_shape(self, shape: Shape) -> Shape:
         return shape
 

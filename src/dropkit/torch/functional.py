@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from dropkit._validation import check_probability, check_uint64
+from dropkit.layers import inverted_scale as training_scale
 from dropkit.torch import _ops, distributed
 
 __all__ = ["dropout"]
@@ -41,11 +42,6 @@ def check_inplace(input: Tensor, inplace: bool) -> None:
         raise RuntimeError(
             "a view of a leaf Variable that requires grad is being used in an in-place operation."
         )
-
-
-def training_scale(p: float) -> float:
-    """``1 / (1 - p)``; 1 when ``p == 1``, where nothing is kept and the scale is never used."""
-    return 1.0 if p == 1.0 else 1.0 / (1.0 - p)
 
 
 def masked(
