@@ -21,6 +21,7 @@ from torch import nn  # noqa: E402
 from torch.autograd.graph import saved_tensors_hooks  # noqa: E402
 
 import dropkit  # noqa: E402
+import dropkit.torch as dkt  # noqa: E402
 from dropkit.dropblock import drop_block_keep  # noqa: E402
 from dropkit.dropconnect import DropConnectLinear as NumpyDropConnectLinear  # noqa: E402
 from dropkit.philox import keep_mask  # noqa: E402
@@ -894,3 +895,30 @@ def test_compiled_modules_equal_eager_over_successive_calls():
         assert torch.equal(got, expected)
         assert torch.equal(twin.conv.weight.grad, eager.conv.weight.grad)
     assert twin.channel.calls == eager.channel.calls == 2
+
+
+def test_variants_refuse_shards_instead_of_drawing_the_wrong_mask():
+    from dropkit.torch.distributed import data_parallel
+
+    x = torch.ones(2, 3, 4, 4)
+    with data_parallel(rank=1, world_size=2):
+        with pytest.raises(ValueError, match="variants do not take shards yet"):
+            dkt.Dropout2d(0.5, seed=0)(x)
+        with pytest.raises(ValueError, match="variants do not take shards yet"):
+            dkt.functional.dropout2d(x, 0.5, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("make", "bad_p", "message"),
+    [
+        (lambda: dkt.Dropout(0.5, seed=0), 1.5, "between 0 and 1"),
+        (lambda: dkt.Dropout2d(0.5, seed=0), -0.1, "between 0 and 1"),
+        (lambda: dkt.GaussianDropout(0.5, seed=0), 1.0, r"p in \[0, 1\)"),
+    ],
+)
+def test_p_reassigned_out_of_range_moves_no_counter(make, bad_p, message):
+    layer = make()
+    layer.p = bad_p
+    with pytest.raises(ValueError, match=message):
+        layer(torch.ones(2, 3, 4, 4))
+    assert layer.calls == 0

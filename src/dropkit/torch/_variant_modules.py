@@ -50,8 +50,13 @@ class _Stochastic(SeededModule):
     def _plan(self, input: Tensor) -> V.Apply:
         raise NotImplementedError
 
+    def _check_p(self) -> None:
+        check_probability(self.p)  # p may have been reassigned since construction (a schedule)
+
     def forward(self, input: Tensor) -> Tensor:
+        self._check_p()
         apply = self._plan(input)  # every check first: a rejected input moves no counter
+        V.refuse_sharding(input)
         if not self.training:
             return input
         check_inplace(input, self.inplace)
@@ -166,6 +171,9 @@ class GaussianDropout(_Stochastic):
 
     def __init__(self, p: float = 0.5, *, seed: int | None = None) -> None:
         super().__init__(_check_gaussian_p(p), seed=seed)
+
+    def _check_p(self) -> None:
+        _check_gaussian_p(self.p)
 
     def _plan(self, input: Tensor) -> V.Apply:
         return V.plan_gaussian(input, self.p)

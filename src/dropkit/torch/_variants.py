@@ -37,7 +37,7 @@ from dropkit.dropblock import _check_block, drop_block_keep
 from dropkit.layers import channel_mask_shape, drop_path_mask_shape, locked_mask_shape, noise_mask_shape
 from dropkit.noise import _alpha_constants, _alpha_mask_shape, _check_gaussian_p, gaussian_noise
 from dropkit.philox import keep_mask
-from dropkit.torch import _ops
+from dropkit.torch import _ops, distributed
 from dropkit.torch.functional import check_inplace, check_input, training_scale
 
 __all__ = [
@@ -257,10 +257,20 @@ def run(
 ) -> Tensor:
     """The functional forms' common tail: key checks, the identity cases, then ``apply(seed, stream)``."""
     seed, stream = _seed_and_stream(seed, stream)
+    refuse_sharding(input)
     if not training or p == 0.0 or input.numel() == 0:
         return input
     check_inplace(input, inplace)
     return apply(seed, stream)
+
+
+def refuse_sharding(input: Tensor) -> None:
+    """The variants draw whole-tensor masks: a shard must be an error, never a silently wrong mask."""
+    if distributed.locate(input) is not None:
+        raise ValueError(
+            "dropkit's dropout variants do not take shards yet (a DTensor, data_parallel or "
+            "independent_masks): only dropkit.torch.Dropout / dropout do"
+        )
 
 
 # --- plans: every check of a variant, then how it applies (used by functions and modules) ----

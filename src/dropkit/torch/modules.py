@@ -107,6 +107,7 @@ class Dropout(SeededModule):
             return F.dropout(
                 input, self.p, self.training, self.inplace, global_shape=global_shape, offsets=offsets
             )
+        check_probability(self.p)  # p may have been reassigned since construction (a schedule)
         F.check_input(input)
         F.check_inplace(input, self.inplace)
         location = distributed.locate(input, global_shape, offsets)
