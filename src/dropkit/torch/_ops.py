@@ -188,3 +188,11 @@ def fresh_seed_tensor() -> Tensor:
     seed = torch.empty((), dtype=torch.int64)
     draw_seed_op(seed)
     return seed
+
+
+def key_tensor(seed: int | None, stream: int | Tensor) -> Tensor:
+    """``(seed, stream)`` as the keyed ops' int64 CPU tensor of shape ``(2,)``, both reinterpreted
+    signed; ``seed=None`` draws a fresh seed when the (compiled) graph runs."""
+    seed_t = fresh_seed_tensor() if seed is None else torch.tensor(to_signed(seed))
+    stream_t = stream if isinstance(stream, Tensor) else torch.tensor(to_signed(stream))
+    return torch.stack((seed_t, stream_t))

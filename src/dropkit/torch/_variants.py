@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dropkit._validation import check_probability, check_uint64
+from dropkit._validation import check_probability
 from dropkit.dropblock import _check_block, drop_block_keep
 from dropkit.layers import channel_mask_shape, drop_path_mask_shape, locked_mask_shape, noise_mask_shape
 from dropkit.noise import _alpha_constants, _alpha_mask_shape, _check_gaussian_p, gaussian_noise
 from dropkit.philox import keep_mask
 from dropkit.torch import _ops, distributed
-from dropkit.torch.functional import check_inplace, check_input, training_scale
+from dropkit.torch.functional import check_inplace, check_input, check_seed_and_stream, training_scale
 
 __all__ = [
     "alpha_dropout",
@@ -227,25 +227,6 @@ alpha_dropout_op.register_autograd(_alpha_backward, setup_context=_alpha_setup_c
 # --- randomness: the core's semantics --------------------------------------------------------
 
 
-def _key(seed: int | None, stream: int | Tensor) -> Tensor:
-    """``(seed, stream)`` as the ops' int64 CPU key; ``seed=None`` draws a fresh seed (see the core)."""
-    if isinstance(stream, Tensor) or (seed is None and torch.compiler.is_compiling()):
-        seed_t = _ops.fresh_seed_tensor() if seed is None else torch.tensor(_ops.to_signed(seed))
-        stream_t = stream if isinstance(stream, Tensor) else torch.tensor(_ops.to_signed(stream))
-        return torch.stack((seed_t, stream_t))
-    seed = _ops.fresh_seed() if seed is None else seed
-    return torch.tensor([_ops.to_signed(seed), _ops.to_signed(stream)])
-
-
-def _seed_and_stream(seed: int | None, stream: int | None) -> tuple[int | None, int]:
-    """Checked ``(seed, stream)``; a stream needs an explicit seed, as in :func:`dropkit.torch.dropout`."""
-    if seed is None:
-        if stream is not None:
-            raise ValueError(f"stream needs an explicit seed: got seed=None, stream={stream}")
-        return None, 0
-    return check_uint64("seed", seed), 0 if stream is None else check_uint64("stream", stream)
-
-
 def run(
     input: Tensor,
     p: float,
@@ -256,7 +237,7 @@ def run(
     apply: Apply,
 ) -> Tensor:
     """The functional forms' common tail: key checks, the identity cases, then ``apply(seed, stream)``."""
-    seed, stream = _seed_and_stream(seed, stream)
+    seed, stream = check_seed_and_stream(seed, stream)
     refuse_sharding(input)
     if not training or p == 0.0 or input.numel() == 0:
         return input
@@ -279,7 +260,7 @@ def refuse_sharding(input: Tensor) -> None:
 def _bernoulli(
     input: Tensor, p: float, mask_shape: Shape, scale: float, inplace: bool, seed: int | None, stream
 ) -> Tensor:
-    output = _masked(input, _key(seed, stream), p, scale, mask_shape)
+    output = _masked(input, _ops.key_tensor(seed, stream), p, scale, mask_shape)
     return input.copy_(output) if inplace else output
 
 
@@ -309,7 +290,7 @@ def plan_drop_path(input: Tensor, p: float, mode: str, scale_by_keep: bool) -> A
 
 
 def _gaussian(input: Tensor, p: float, seed: int | None, stream) -> Tensor:
-    return gaussian_dropout_op(input, _key(seed, stream), p)
+    return gaussian_dropout_op(input, _ops.key_tensor(seed, stream), p)
 
 
 def plan_gaussian(input: Tensor, p: float) -> Apply:
@@ -318,7 +299,7 @@ def plan_gaussian(input: Tensor, p: float) -> Apply:
 
 
 def _alpha(input: Tensor, p: float, mask_shape: Shape, inplace: bool, seed: int | None, stream) -> Tensor:
-    key = _key(seed, stream)
+    key = _ops.key_tensor(seed, stream)
     # p == 1 gives zeros, as torch does; a = 1/sqrt(...(1 - p)) is infinite there.
     output = (
         _masked(input, key, p, 1.0, mask_shape)
@@ -337,7 +318,7 @@ def plan_alpha(input: Tensor, p: float, inplace: bool, feature: bool) -> Apply:
 def _drop_block(
     input: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool, seed: int | None, stream
 ) -> Tensor:
-    return drop_block2d_op(input, _key(seed, stream), p, block_size, float(gamma_scale), batchwise)
+    return drop_block2d_op(input, _ops.key_tensor(seed, stream), p, block_size, float(gamma_scale), batchwise)
 
 
 def plan_drop_block(input: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool) -> Apply:

@@ -309,16 +309,12 @@ def masked(
     The training branch of ``dropkit.torch.functional.masked`` for a located input, inputs checked.
     Always the keyed ops: ``(seed, stream)`` travels as a tensor, eagerly as under ``torch.compile``.
     """
-    if isinstance(stream, Tensor):
-        if location.stream_rank is not None:
+    if location.stream_rank is not None:
+        if isinstance(stream, Tensor):
             stream = stream + (location.stream_rank << RANK_STREAM_BITS)
-        stream_t = stream
-    else:
-        if location.stream_rank is not None:
+        else:
             stream = rank_stream(stream, location.stream_rank)
-        stream_t = torch.tensor(_ops.to_signed(stream))
-    seed_t = _ops.fresh_seed_tensor() if seed is None else torch.tensor(_ops.to_signed(seed))
-    key = torch.stack((seed_t, stream_t))
+    key = _ops.key_tensor(seed, stream)
     local = input.to_local() if location.dtensor else input
     shard = location.shard
     start = 0 if shard is None else shard.start

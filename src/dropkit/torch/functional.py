@@ -44,6 +44,15 @@ def check_inplace(input: Tensor, inplace: bool) -> None:
         )
 
 
+def check_seed_and_stream(seed: int | None, stream: int | None) -> tuple[int | None, int]:
+    """Checked ``(seed, stream)``: unsigned 64-bit; a stream needs an explicit seed; stream defaults to 0."""
+    if seed is None:
+        if stream is not None:
+            raise ValueError(f"stream needs an explicit seed: got seed=None, stream={stream}")
+        return None, 0
+    return check_uint64("seed", seed), 0 if stream is None else check_uint64("stream", stream)
+
+
 def masked(
     input: Tensor,
     p: float,
@@ -62,9 +71,7 @@ def masked(
     if location is not None:
         return distributed.masked(input, p, scale, inplace, seed, stream, location)
     if isinstance(stream, Tensor) or (seed is None and torch.compiler.is_compiling()):
-        seed_t = _ops.fresh_seed_tensor() if seed is None else torch.tensor(_ops.to_signed(seed))
-        stream_t = stream if isinstance(stream, Tensor) else torch.tensor(_ops.to_signed(stream))
-        output = _ops.dropout_keyed_op(input, torch.stack((seed_t, stream_t)), p, scale, 0)
+        output = _ops.dropout_keyed_op(input, _ops.key_tensor(seed, stream), p, scale, 0)
     else:
         seed = _ops.fresh_seed() if seed is None else seed
         output = _ops.dropout_op(input, p, _ops.to_signed(seed), _ops.to_signed(stream), scale, 0)
@@ -120,13 +127,7 @@ def dropout(
         return _variants.noise_shape_dropout(input, p, training, inplace, noise_shape, seed, stream)
     p = check_probability(p)
     check_input(input)
-    if seed is None:
-        if stream is not None:
-            raise ValueError(f"stream needs an explicit seed: got seed=None, stream={stream}")
-        stream = 0
-    else:
-        seed = check_uint64("seed", seed)
-        stream = 0 if stream is None else check_uint64("stream", stream)
+    seed, stream = check_seed_and_stream(seed, stream)
     location = distributed.locate(input, global_shape, offsets)
     if not training or p == 0.0 or input.numel() == 0:
         return input
