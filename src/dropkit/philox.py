@@ -29,6 +29,7 @@ PHILOX_M1 = np.uint64(0xCD9E8D57)
 PHILOX_W0 = np.uint32(0x9E3779B9)
 PHILOX_W1 = np.uint32(0xBB67AE85)
 _LOW32 = np.uint64(0xFFFFFFFF)
+KEEP_NONE = 2**32  # keep_threshold(1.0): no 32-bit word reaches it, so nothing is kept
 _32 = np.uint64(32)
 
 
@@ -165,7 +166,7 @@ def keep_threshold(p: float) -> int:
 def keep_range(p: float, seed: int, stream: int, start: int, count: int) -> np.ndarray:
     """Keep decisions for flat indexes ``start ... start + count - 1``, a bool array."""
     threshold = keep_threshold(p)
-    if threshold > 0xFFFFFFFF:  # p == 1: no 32-bit word reaches 2**32, but the arguments are checked
+    if threshold == KEEP_NONE:  # p == 1: nothing to draw, but the arguments are checked
         return np.zeros(_check_range(seed, stream, start, count)[3], dtype=bool)
     return random_range(seed, stream, start, count) >= np.uint32(threshold)
 

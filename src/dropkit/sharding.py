@@ -28,11 +28,10 @@ import numpy as np
 from dropkit import kernels
 from dropkit._validation import UINT64_LIMIT, check_float_array, check_uint64
 from dropkit.kernels.reference import scale_kept
-from dropkit.philox import keep_range, keep_threshold, random_bits
+from dropkit.philox import KEEP_NONE, keep_range, keep_threshold, random_bits
 
 __all__ = ["Runs", "Shard", "shard_dropout_apply", "shard_keep_mask"]
 
-_KEEP_NONE = 1 << 32  # keep_threshold(1.0): no 32-bit word reaches it
 # Below this many runs, each run goes to the kernel dispatcher on its own (and may use every thread);
 # from here on one compiled loop hands whole runs to the threads.
 _FEW_RUNS = 8
@@ -183,7 +182,7 @@ class Shard:
         threshold = keep_threshold(p)
         if self.start is not None:
             return keep_range(p, seed, stream, self.start, self.size).reshape(self.local_shape)
-        if threshold >= _KEEP_NONE:  # p == 1: no 32-bit word reaches 2**32
+        if threshold == KEEP_NONE:  # p == 1
             check_uint64("seed", seed)
             check_uint64("stream", stream)
             return np.zeros(self.local_shape, dtype=bool)
@@ -222,10 +221,7 @@ class Shard:
             )
         starts, length = self.runs
         if not (kernels.numba_available() and kernels._fits_kernel(x, out, 0)):
-            if threshold >= _KEEP_NONE:
-                result = np.zeros_like(x)
-            else:
-                result = scale_kept(x, self.keep_mask(p, seed=seed, stream=stream), scale)
+            result = scale_kept(x, self.keep_mask(p, seed=seed, stream=stream), scale)
             if out is None:
                 return result
             out[...] = result

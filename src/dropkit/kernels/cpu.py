@@ -19,6 +19,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from dropkit.philox import KEEP_NONE
+
 __all__ = ["SERIAL_MAX", "dropout_kernel", "dropout_kernel_serial"]
 
 _U64 = np.uint64
@@ -30,7 +32,6 @@ _W0, _W1 = _U64(0x9E3779B9), _U64(0xBB67AE85)
 _ROUNDS = 10
 _BATCH = 4096  # elements whose words are drawn at once: 1024 Philox calls, 16 KiB of words
 _TASK = 1 << 16  # elements per parallel task, a power of two: thread start-up is noise next to it
-_KEEP_NONE = 1 << 32  # keep_threshold(1.0): no 32-bit word reaches it
 SERIAL_MAX = _TASK  # arrays up to one task's size run on the calling thread
 
 
@@ -79,7 +80,7 @@ def _run_task(x, out, task, start, threshold, s0, s1, rk0, rk1, factor):
     head = np.int64(start & _U64(_TASK - 1))  # local index i has global index start + i
     task_begin, task_end = max(task * _TASK - head, 0), min((task + 1) * _TASK - head, n)
     zero = x.dtype.type(0)
-    if threshold >= _U64(_KEEP_NONE) or threshold == _U64(0):  # keep none, or all: nothing to draw
+    if threshold >= _U64(KEEP_NONE) or threshold == _U64(0):  # keep none, or all: nothing to draw
         keep_all = threshold == _U64(0)
         xs, outs = x[task_begin:task_end], out[task_begin:task_end]
         for k in range(task_end - task_begin):
