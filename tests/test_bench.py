@@ -108,10 +108,10 @@ def test_cli_prints_the_table_and_writes_json_and_markdown(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--threads", "0"], "threads must be an integer >= 1, got 0"),
+        (["--threads", "0"], "threads must be a positive integer, got 0"),
         (["--ps", "1.0"], "p must be below 1 for the benchmark"),
         (["--ps", "-0.5"], "dropout probability has to be between 0 and 1"),
-        (["--repeats", "0"], "repeats must be an integer >= 1, got 0"),
+        (["--repeats", "0"], "repeats must be a positive integer, got 0"),
     ],
 )
 def test_cli_rejects_bad_values_with_status_2(options, message, capsys):

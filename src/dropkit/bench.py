@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from dropkit._validation import check_probability
+from dropkit._validation import check_count, check_probability
 
 __all__ = ["BenchReport", "Row", "add_arguments", "first_call_latency", "main", "run_benchmarks"]
 
@@ -321,12 +321,10 @@ def run_benchmarks(
     from dropkit.kernels import numba_available
 
     sizes, ps = [_check_size(s) for s in sizes], [_check_p(p) for p in ps]
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    repeats = check_count("repeats", repeats)
     cores = os.cpu_count() or 1
     threads = cores if threads is None else threads
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    threads = check_count("threads", threads)
     # numba's threads start first, on their own OpenMP runtime with passive waits (see
     # dropkit.kernels.cpu); started after torch they would share torch's spinning one.
     fast = numba_available()
