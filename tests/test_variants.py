@@ -182,15 +182,26 @@ def test_drop_block_keep_structure_and_reference_centres():
     np.testing.assert_array_equal(keep, expected)
 
 
-def test_drop_block_drops_about_p_and_rescales_by_numel_over_kept():
-    # With the seed rate gamma, the expected dropped fraction is about p (less where blocks
-    # overlap); over 64 maps of 32x32 the fraction for p = 0.1 lands well inside [0.05, 0.15].
-    x = np.ones((8, 8, 32, 32))
-    y = dropkit.drop_block2d(x, 0.1, block_size=5, seed=3)
+def test_drop_block_keeps_the_expected_fraction_and_rescales_by_numel_over_kept():
+    # Element (i, j) survives when none of the n_ij valid block centres covering it is drawn:
+    # E[kept fraction] = mean over the map of (1 - gamma)**n_ij, computed exactly below. The kept
+    # count S is a function of the independent centre draws, each of which moves S by at most
+    # k*k, so by Efron-Stein Var(S) <= centres * gamma * (1 - gamma) * (k*k)**2; the test allows
+    # 6 such standard deviations.
+    maps, size, k, p = 64, 32, 5, 0.1
+    x = np.ones((8, 8, size, size))
+    y = dropkit.drop_block2d(x, p, block_size=k, seed=3)
+    gamma = seed_rate(p, k, size, size)
+    fits = np.zeros((size, size), int)
+    fits[k // 2 : size - (k - 1) // 2, k // 2 : size - (k - 1) // 2] = 1
+    covering = np.lib.stride_tricks.sliding_window_view(np.pad(fits, k // 2), (k, k)).sum(axis=(-2, -1))
+    expected = ((1 - gamma) ** covering).mean()
+    centres = maps * fits.sum()
+    sigma = np.sqrt(centres * gamma * (1 - gamma) * (k * k) ** 2) / x.size
     kept = (y != 0).mean()
-    assert 0.85 < kept < 0.95
+    assert abs(kept - expected) < 6 * sigma
     np.testing.assert_allclose(y[y != 0], 1 / kept)
-    batchwise = dropkit.drop_block2d(x, 0.1, block_size=5, batchwise=True, seed=3)
+    batchwise = dropkit.drop_block2d(x, p, block_size=k, batchwise=True, seed=3)
     assert (batchwise == batchwise[:1]).all()
 
 
