@@ -51,9 +51,13 @@ __all__ = [
 class Layer(Protocol):
     """What ``Sequential`` needs of a layer: ``forward`` and ``backward`` (``Dropout`` is one)."""
 
-    def forward(self, x: np.ndarray) -> np.ndarray: ...
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``y = f(x)``, keeping what ``backward`` needs."""
+        ...
 
-    def backward(self, grad: np.ndarray) -> np.ndarray: ...
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        """``dL/dx`` from ``dL/dy`` (same shapes as ``forward``'s output and input)."""
+        ...
 
 
 @dataclass(eq=False)
@@ -92,7 +96,7 @@ class Linear:
         *,
         rng: np.random.Generator,
         dtype: type[np.floating] = np.float32,
-    ):
+    ) -> None:
         self.in_features = check_count("in_features", in_features)
         self.out_features = check_count("out_features", out_features)
         bound = math.sqrt(6.0 / self.in_features)
@@ -102,6 +106,7 @@ class Linear:
         self._x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """``y = x @ W + b``; ``(N, in) -> (N, out)``."""
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
         self._x = x
@@ -110,6 +115,7 @@ class Linear:
     __call__ = forward
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
+        """``dL/dx = dL/dy @ W.T``, storing ``dL/dW = x.T @ dL/dy`` and ``dL/db``; ``(N, out) -> (N, in)``."""
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
         self.weight.grad = self._x.T @ grad
@@ -117,6 +123,7 @@ class Linear:
         return grad @ self.weight.value.T
 
     def parameters(self) -> list[Parameter]:
+        """``[weight, bias]``."""
         return [self.weight, self.bias]
 
     def __repr__(self) -> str:
@@ -135,12 +142,14 @@ class ReLU:
         self._positive: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """``y = max(x, 0)``; shape unchanged."""
         self._positive = x > 0
         return np.maximum(x, 0)
 
     __call__ = forward
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
+        """``dL/dx = dL/dy * [x > 0]``; shape unchanged."""
         if self._positive is None:
             raise RuntimeError("ReLU.backward called before forward")
         return np.where(self._positive, grad, 0)
@@ -160,12 +169,14 @@ class Flatten:
         self._shape: tuple[int, ...] | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """Keep the batch axis, merge the rest; ``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``."""
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
     __call__ = forward
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
+        """``dL/dx`` is ``dL/dy`` reshaped; ``(N, d1 * d2 * ...) -> (N, d1, d2, ...)``."""
         if self._shape is None:
             raise RuntimeError("Flatten.backward called before forward")
         return grad.reshape(self._shape)
@@ -237,6 +248,7 @@ class SoftmaxCrossEntropy:
         self._labels: np.ndarray | None = None
 
     def forward(self, logits: np.ndarray, labels: Any) -> float:
+        """``L = -(1/N) sum_n log softmax(z_n)[y_n]``; ``(N, classes)`` and ``(N,)`` -> a float."""
         labels = _check_labels(labels, logits)
         log_probs = log_softmax(logits)
         self._probs, self._labels = np.exp(log_probs), labels
@@ -245,6 +257,7 @@ class SoftmaxCrossEntropy:
     __call__ = forward
 
     def backward(self) -> np.ndarray:
+        """``dL/dz = (softmax(z) - onehot(y)) / N`` of the latest ``forward``; ``(N, classes)``."""
         if self._probs is None or self._labels is None:
             raise RuntimeError("SoftmaxCrossEntropy.backward called before forward")
         grad = self._probs.copy()
@@ -269,11 +282,12 @@ class Sequential:
     [[0.0, 2.0, 2.0, 2.0]]
     """
 
-    def __init__(self, *layers: Layer):
+    def __init__(self, *layers: Layer) -> None:
         self.layers = list(layers)
         self.training = True
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """``y = f_n(... f_1(x))``, the layers in order."""
         for layer in self.layers:
             x = layer.forward(x)
         return x
@@ -281,6 +295,7 @@ class Sequential:
     __call__ = forward
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
+        """``dL/dx`` by the chain rule, the layers' ``backward`` in reverse order."""
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
         return grad
@@ -298,6 +313,7 @@ class Sequential:
         return self.train(False)
 
     def parameters(self) -> list[Parameter]:
+        """The parameters of every layer that has any, in layer order."""
         return [
             param for layer in self.layers if hasattr(layer, "parameters") for param in layer.parameters()
         ]
@@ -325,11 +341,12 @@ class SGD:
     [0.5]
     """
 
-    def __init__(self, params: Iterable[Parameter], lr: float):
+    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         self.lr = check_positive_finite("lr", lr)
         self.params = list(params)
 
     def step(self) -> None:
+        """``w <- w - lr * dL/dw`` in place, skipping parameters without a gradient."""
         for param in self.params:
             if param.grad is not None:
                 # Scale in the parameter's dtype so float32 weights stay float32.
