@@ -73,6 +73,7 @@ class BenchReport:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
+        """The report, with its ``goals()``, as indented JSON."""
         return json.dumps({**asdict(self), "goals": self.goals()}, indent=2)
 
     def goals(self) -> list[dict[str, Any]]:

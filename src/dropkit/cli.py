@@ -25,6 +25,7 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dropkit`` parser with its ``trace``, ``train`` and ``bench`` subcommands."""
     from dropkit.bench import add_arguments as add_bench_arguments
     from dropkit.experiments.run import add_arguments  # light: heavy imports wait inside the command
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``dropkit`` on ``argv`` (default: the process arguments); returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "train":
         from dropkit.experiments.run import main as train

@@ -160,6 +160,7 @@ class Calibration:
     ece: float
 
     def as_dict(self) -> dict[str, float]:
+        """The fields as a plain dict."""
         return asdict(self)
 
 

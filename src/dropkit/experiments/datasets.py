@@ -59,6 +59,7 @@ class Dataset:
     val_source: str  # where the validation images come from, for reports
 
     def describe(self) -> dict[str, object]:
+        """Name, image shape, class count, split sizes and validation source, JSON-ready (no pixels)."""
         return {
             "dataset": self.name,
             "image_shape": list(self.x_train.shape[1:]),

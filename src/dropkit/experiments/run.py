@@ -84,6 +84,7 @@ class TrainOptions:
     backend: str = "numpy"  # numpy (dropkit.nn) or torch (torch.nn + dropkit.torch.Dropout, CPU)
 
     def output_dir(self) -> Path:
+        """``out``, or ``runs/train-<dataset>-seed<seed>`` when it is not given."""
         return (
             Path(self.out) if self.out is not None else Path("runs", f"train-{self.dataset}-seed{self.seed}")
         )
@@ -214,6 +215,7 @@ class Experiment:
 
     @property
     def metrics(self) -> dict[str, Any]:
+        """Config (paths left out), data, every run's epochs and summary, and MC calibration; JSON-ready."""
         config = asdict(self.prepared.options)
         del config["out"], config["data_dir"]  # where files live is not a result
         return {

@@ -50,6 +50,7 @@ class Seeds:
 
     @classmethod
     def from_seed(cls, seed: int) -> Seeds:
+        """Five independent 64-bit words from ``SeedSequence(seed)``; ``seed`` in ``[0, 2**64)``."""
         seed = check_uint64("seed", seed)
         words = [int(w) for w in np.random.SeedSequence(seed).generate_state(5, dtype=np.uint64)]
         return cls(words[0], words[1], words[2], (words[3], words[4]))
@@ -101,18 +102,20 @@ class Backend(Protocol):
 class NumpyBackend:
     """The NumPy MLP of :mod:`dropkit.nn` with softmax cross-entropy and plain SGD."""
 
-    def __init__(self, model: Sequential, lr: float):
+    def __init__(self, model: Sequential, lr: float) -> None:
         self.model = model
         self.loss = SoftmaxCrossEntropy()
         self.optimizer = SGD(model.parameters(), lr=lr)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One SGD step on ``(x, y)`` in training mode; returns the batch's mean loss."""
         loss = self.loss(self.model.train()(x), y)
         self.model.backward(self.loss.backward())
         self.optimizer.step()
         return loss
 
     def logits(self, x: np.ndarray, *, dropout: bool = False) -> np.ndarray:
+        """The model's ``(N, classes)`` logits; ``dropout=True`` keeps the Dropout layers on (MC dropout)."""
         return self.model.train(dropout)(x)
 
 
@@ -140,6 +143,7 @@ class EpochMetrics:
     val_acc: float
 
     def as_dict(self) -> dict[str, float]:
+        """The fields as a plain dict (one row of ``metrics.json``)."""
         return asdict(self)
 
 
@@ -193,6 +197,7 @@ class RunSummary:
     best_epoch: int  # the first epoch that reached it
 
     def as_dict(self) -> dict[str, float]:
+        """The fields as a plain dict."""
         return asdict(self)
 
 
