@@ -54,6 +54,7 @@ class _Stochastic(SeededModule):
         check_probability(self.p)  # p may have been reassigned since construction (a schedule)
 
     def forward(self, input: Tensor) -> Tensor:
+        """The variant applied in training (a fresh mask per call); ``input`` in eval or at ``p == 0``."""
         self._check_p()
         apply = self._plan(input)  # every check first: a rejected input moves no counter
         V.refuse_sharding(input)
@@ -302,6 +303,7 @@ class DropConnectLinear(nn.Linear):
         self.weight_dropout = weight_dropout
 
     def forward(self, input: Tensor) -> Tensor:
+        """``y = x @ (W * M / (1 - p)).T + b`` in training, ``x @ W.T + b`` in eval."""
         return nn.functional.linear(input, self.weight_dropout(self.weight), self.bias)
 
 
@@ -351,6 +353,7 @@ class WeightDrop(nn.Module):
         self.dropouts = nn.ModuleList(dropouts)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """``module(*args, **kwargs)`` with the named parameters dropped (in training) for this call."""
         pairs = zip(self.names, self.dropouts, strict=True)
         weights = {name: dropout(self.module.get_parameter(name)) for name, dropout in pairs}
         return torch.func.functional_call(self.module, weights, args, kwargs)

@@ -265,24 +265,28 @@ def _bernoulli(
 
 
 def plan_dropout(input: Tensor, p: float, inplace: bool, noise_shape: Sequence[int | None] | None) -> Apply:
+    """Bernoulli dropout drawn over Keras' ``noise_shape`` and broadcast to the input."""
     check_input(input)
     mask_shape = noise_mask_shape(tuple(input.shape), noise_shape)
     return functools.partial(_bernoulli, input, p, mask_shape, training_scale(p), inplace)
 
 
 def plan_channel(input: Tensor, p: float, inplace: bool, spatial_dims: int) -> Apply:
+    """Channel dropout: one mask entry per (sample, channel), shared over ``spatial_dims`` trailing axes."""
     check_input(input)
     mask_shape = channel_mask_shape(tuple(input.shape), spatial_dims)
     return functools.partial(_bernoulli, input, p, mask_shape, training_scale(p), inplace)
 
 
 def plan_locked(input: Tensor, p: float, batch_first: bool) -> Apply:
+    """Locked dropout: one mask per sequence, shared over the time axis."""
     check_input(input)
     mask_shape = locked_mask_shape(tuple(input.shape), batch_first)
     return functools.partial(_bernoulli, input, p, mask_shape, training_scale(p), False)
 
 
 def plan_drop_path(input: Tensor, p: float, mode: str, scale_by_keep: bool) -> Apply:
+    """Drop path: one decision per sample (``"row"``) or per batch; ``1/(1-p)`` if ``scale_by_keep``."""
     check_input(input)
     mask_shape = drop_path_mask_shape(tuple(input.shape), mode)
     scale = training_scale(p) if scale_by_keep else 1.0
@@ -294,6 +298,7 @@ def _gaussian(input: Tensor, p: float, seed: int | None, stream) -> Tensor:
 
 
 def plan_gaussian(input: Tensor, p: float) -> Apply:
+    """Gaussian dropout: ``y = x * eps``, ``eps ~ N(1, p/(1-p))`` per element."""
     check_input(input)
     return functools.partial(_gaussian, input, p)
 
@@ -310,6 +315,7 @@ def _alpha(input: Tensor, p: float, mask_shape: Shape, inplace: bool, seed: int 
 
 
 def plan_alpha(input: Tensor, p: float, inplace: bool, feature: bool) -> Apply:
+    """Alpha dropout (per element, or per channel when ``feature``), keeping SELU's mean and variance."""
     check_input(input)
     mask_shape = _alpha_mask_shape(tuple(input.shape), feature)
     return functools.partial(_alpha, input, p, mask_shape, inplace)
@@ -322,6 +328,7 @@ def _drop_block(
 
 
 def plan_drop_block(input: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool) -> Apply:
+    """DropBlock over ``(N, C, H, W)``: zero ``block_size`` squares; ``batchwise``: one mask for all."""
     check_input(input)
     _check_block(tuple(input.shape), block_size, gamma_scale, batchwise)
     return functools.partial(_drop_block, input, p, block_size, gamma_scale, bool(batchwise))

@@ -102,7 +102,10 @@ class Dropout(SeededModule):
         global_shape: Sequence[int] | None = None,
         offsets: Sequence[int] | None = None,
     ) -> Tensor:
-        """``global_shape``, ``offsets``: ``input`` is that slice of a global tensor (docs/distributed.md)."""
+        """``y = x * M / (1 - p)`` in training, ``x`` in eval; shape unchanged.
+
+        ``global_shape``, ``offsets``: ``input`` is that slice of a global tensor (docs/distributed.md).
+        """
         if self.seed is None or not self.training:
             return F.dropout(
                 input, self.p, self.training, self.inplace, global_shape=global_shape, offsets=offsets

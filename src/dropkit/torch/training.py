@@ -59,7 +59,7 @@ class TorchBackend:
     Implements the ``Backend`` protocol of :mod:`dropkit.experiments.training`: NumPy in, NumPy out.
     """
 
-    def __init__(self, model: nn.Module, lr: float):
+    def __init__(self, model: nn.Module, lr: float) -> None:
         self.model = model
         self.optimizer = torch.optim.SGD(model.parameters(), lr=lr)
 
