@@ -156,7 +156,7 @@ class DropBlock2d(_MaskDropout):
         gamma_scale: float = 1.0,
         batchwise: bool = False,
         seed: int | None = None,
-    ):
+    ) -> None:
         _check_block((1, 1, 1, 1), block_size, gamma_scale, batchwise)
         super().__init__(p, seed=seed)
         self.block_size, self.gamma_scale, self.batchwise = block_size, gamma_scale, bool(batchwise)

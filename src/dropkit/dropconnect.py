@@ -45,7 +45,7 @@ class DropConnectLinear(Linear):
         rng: np.random.Generator,
         seed: int | None = None,
         dtype: type[np.floating] = np.float32,
-    ):
+    ) -> None:
         self.p = check_probability(p)
         self.seed = secrets.randbits(64) if seed is None else check_uint64("seed", seed)
         super().__init__(in_features, out_features, rng=rng, dtype=dtype)

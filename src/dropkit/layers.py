@@ -297,7 +297,7 @@ class _MaskDropout:
 
     accepts_mask = True  # False for layers whose randomness is not a Bernoulli keep mask
 
-    def __init__(self, p: float, *, seed: int | None):
+    def __init__(self, p: float, *, seed: int | None) -> None:
         self.p = check_probability(p)
         self.seed = secrets.randbits(64) if seed is None else check_uint64("seed", seed)
         self.training = True
@@ -411,7 +411,7 @@ class Dropout(_MaskDropout):
         mode: str = "inverted",
         seed: int | None = None,
         noise_shape: Any = None,
-    ):
+    ) -> None:
         super().__init__(p, seed=seed)
         self.mode = check_mode(mode)
         self.noise_shape = None if noise_shape is None else tuple(noise_shape)
@@ -443,7 +443,7 @@ class ChannelDropout(Dropout):
 
     def __init__(
         self, p: float = 0.5, *, spatial_dims: int = 2, mode: str = "inverted", seed: int | None = None
-    ):
+    ) -> None:
         channel_mask_shape((1,) * (spatial_dims + 2), spatial_dims)  # validates spatial_dims
         super().__init__(p, mode=mode, seed=seed)
         self.spatial_dims = spatial_dims
@@ -473,7 +473,7 @@ class LockedDropout(Dropout):
 
     def __init__(
         self, p: float = 0.5, *, batch_first: bool = False, mode: str = "inverted", seed: int | None = None
-    ):
+    ) -> None:
         super().__init__(p, mode=mode, seed=seed)
         self.batch_first = bool(batch_first)
 
@@ -500,7 +500,7 @@ class DropPath(_MaskDropout):
 
     def __init__(
         self, p: float = 0.0, *, mode: str = "row", scale_by_keep: bool = True, seed: int | None = None
-    ):
+    ) -> None:
         drop_path_mask_shape((1,), mode)  # validates mode
         super().__init__(p, seed=seed)
         self.mode = mode

@@ -155,7 +155,7 @@ class GaussianDropout(_MaskDropout):
 
     accepts_mask = False
 
-    def __init__(self, p: float = 0.5, *, seed: int | None = None):
+    def __init__(self, p: float = 0.5, *, seed: int | None = None) -> None:
         _check_gaussian_p(p)
         super().__init__(p, seed=seed)
 
@@ -182,7 +182,7 @@ class AlphaDropout(_MaskDropout):
     [1.0, 1.0]
     """
 
-    def __init__(self, p: float = 0.5, *, feature: bool = False, seed: int | None = None):
+    def __init__(self, p: float = 0.5, *, feature: bool = False, seed: int | None = None) -> None:
         super().__init__(p, seed=seed)
         self.feature = bool(feature)
 

@@ -106,7 +106,15 @@ def _run_task(x, out, task, start, threshold, s0, s1, rk0, rk1, factor):
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def dropout_kernel(x, out, start, threshold, seed, stream, scale):
+def dropout_kernel(
+    x: np.ndarray,
+    out: np.ndarray,
+    start: np.uint64,
+    threshold: np.uint64,
+    seed: np.uint64,
+    stream: np.uint64,
+    scale: float,
+) -> None:
     """``out[i] = x[i] * scale if bits(start + i) >= threshold else 0`` for every ``i``.
 
     Args:
@@ -125,7 +133,15 @@ def dropout_kernel(x, out, start, threshold, seed, stream, scale):
 
 
 @njit(cache=True, fastmath=False)
-def dropout_kernel_serial(x, out, start, threshold, seed, stream, scale):
+def dropout_kernel_serial(
+    x: np.ndarray,
+    out: np.ndarray,
+    start: np.uint64,
+    threshold: np.uint64,
+    seed: np.uint64,
+    stream: np.uint64,
+    scale: float,
+) -> None:
     """:func:`dropout_kernel` on the calling thread, for arrays too small to be worth waking threads."""
     s0, s1 = stream & _LOW32, stream >> _SHIFT32
     rk0, rk1 = _round_keys(seed)
