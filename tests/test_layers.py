@@ -221,7 +221,7 @@ def test_p_reassigned_out_of_range_is_rejected_before_any_state_changes():
     layer = Dropout(0.5, seed=0)
     layer(np.ones(4))
     replay, layer.p = layer._replay, 1.5  # e.g. a schedule that went wrong
-    with pytest.raises(ValueError, match="dropout probability has to be between 0 and 1, but got 1.5"):
+    with pytest.raises(ValueError, match=r"dropout probability has to be between 0 and 1, but got 1\.5"):
         layer(np.ones(4))
     assert layer.calls == 1 and layer._replay is replay
 
