@@ -53,6 +53,20 @@ def test_torch_rows_carry_ratios_and_the_bytes_autograd_keeps():
         assert rows[("dropkit.torch", phase)].kept_bytes_per_element == 0.0
 
 
+@pytest.mark.parametrize(("value", "on"), [(None, False), ("0", False), ("1", True), ("yes", False)])
+def test_the_report_says_whether_torch_allocates_huge_pages(monkeypatch, value, on):
+    pytest.importorskip("torch")
+    if value is None:
+        monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    else:
+        monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", value)
+    report = run_benchmarks([64], [0.5], repeats=1, threads=1)
+    assert report.config["torch_huge_pages"] is on
+    advice = [note for note in report.notes if "THP_MEM_ALLOC_ENABLE=1" in note]
+    assert len(advice) == (0 if on else 1)
+    assert report.table().splitlines()[0].endswith("(THP_MEM_ALLOC_ENABLE=1)" if on else "(4 KiB pages)")
+
+
 def test_table_markdown_and_json_hold_every_row(tmp_path):
     report = run_benchmarks([1024], [0.5], repeats=1, threads=1, use_torch=False)
     text = report.table().splitlines()

@@ -46,6 +46,7 @@ QUICK_SIZES = (2**20, 2**22)
 QUICK_REPEATS = 3
 GOAL_SIZE = 2**24  # issue 5's goals are stated at this size
 MEMORY = "memory pass"
+TORCH_HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"  # torch's switch for madvise(MADV_HUGEPAGE) on its CPU allocations
 SEED = 0x5EED
 
 
@@ -128,9 +129,11 @@ class BenchReport:
 
     def _setup_line(self) -> str:
         c = self.config
+        pages = {True: " (THP_MEM_ALLOC_ENABLE=1)", False: " (4 KiB pages)", None: ""}
         return (
             f"float32, {c['threads']} thread(s) on {c['cpu']} ({c['cores']} cores), median of "
-            f"{c['repeats']} after a warm-up; numpy {c['numpy']}, numba {c['numba']}, torch {c['torch']}"
+            f"{c['repeats']} after a warm-up; numpy {c['numpy']}, numba {c['numba']}, "
+            f"torch {c['torch']}{pages[c.get('torch_huge_pages')]}"
         )
 
     def _footer(self, markdown: bool) -> list[str]:
@@ -285,6 +288,14 @@ def _set_threads(threads: int, torch: Any) -> None:
         torch.set_num_threads(threads)
 
 
+def _torch_huge_pages() -> bool:
+    """Whether torch's CPU allocator asks for 2 MiB pages: it reads ``atoi($THP_MEM_ALLOC_ENABLE) != 0``."""
+    try:
+        return int(os.environ.get(TORCH_HUGE_PAGES, "0")) != 0
+    except ValueError:
+        return False
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as info:
@@ -355,6 +366,13 @@ def run_benchmarks(
         )
     if not numba_available():
         report.notes.append("numba is not used: the dropkit rows time the NumPy reference path")
+    if torch is not None:
+        report.config["torch_huge_pages"] = _torch_huge_pages()
+        if not report.config["torch_huge_pages"]:
+            report.notes.append(
+                f"torch's CPU allocator faults new tensors in 4 KiB pages: set {TORCH_HUGE_PAGES}=1 for "
+                "2 MiB pages (docs/benchmarks.md, 'The torch face'), as NumPy does for its arrays"
+            )
     report.notes.append(
         "memory pass = np.multiply(x, s, out=y) on one thread; torch.mul = torch.mul(x, 2) into a new "
         "tensor, torch's floor for an op that allocates; dropkit p=0 = the kernel's read+write pass "
