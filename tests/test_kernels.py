@@ -15,8 +15,8 @@ from dropkit.philox import keep_range, keep_threshold, random_range
 cpu = pytest.importorskip("dropkit.kernels.cpu", reason="numba is not installed")
 
 SEED, STREAM = 0x0123456789ABCDEF, 2**40 + 5
-# (length, start): odd lengths, lengths not a multiple of 4, unaligned starts, a batch (4096) and a
-# task (65536) boundary crossed, starts past 2**32 and 2**34 (block 2**32), a range ending at 2**64.
+# (length, start): odd lengths, lengths not a multiple of 4, unaligned starts, batch (128) and
+# task (65536) boundaries crossed, starts past 2**32 and 2**34 (block 2**32), a range ending at 2**64.
 RANGES = [
     (0, 3),
     (1, 0),

@@ -1,7 +1,7 @@
 """Fused dropout on the CPU, compiled by numba: draw the mask and scale in one pass over memory.
 
 Each parallel task owns a block of 64K elements. It draws the Philox4x32-10 words (Salmon et al.,
-SC'11) of 4096 consecutive elements into a 16 KiB buffer that stays in L1, then streams those
+SC'11) of 128 consecutive elements into a 512-byte buffer that stays in L1, then streams those
 elements once: ``out[i] = x[i] * scale if word >= t else 0``. No mask ever reaches memory.
 
 The Philox loop is written for LLVM's vectorizer: one call per iteration, the four counter words
@@ -30,7 +30,10 @@ _SHIFT32 = _U64(32)
 _M0, _M1 = _U64(0xD2511F53), _U64(0xCD9E8D57)
 _W0, _W1 = _U64(0x9E3779B9), _U64(0xBB67AE85)
 _ROUNDS = 10
-_BATCH = 4096  # elements whose words are drawn at once: 1024 Philox calls, 16 KiB of words
+# Elements whose words are drawn at once: 32 Philox calls, under one DRAM latency of arithmetic, so
+# the hardware prefetcher's lookahead keeps memory busy while they run. Measured at 2**24 float32:
+# 64-256 are 18-20% faster than 512-4096 (docs/benchmarks.md, "What limits the ratio").
+_BATCH = 128
 _TASK = 1 << 16  # elements per parallel task, a power of two: thread start-up is noise next to it
 SERIAL_MAX = _TASK  # arrays up to one task's size run on the calling thread
 
