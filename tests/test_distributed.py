@@ -291,6 +291,14 @@ T_CHUNKS = {2: [3, 3], 3: [3, 3, 1]}  # torch.chunk of T = 6 / 7 rows, as DTenso
 H_CHUNKS = {2: [4, 4], 3: [3, 3, 2]}  # of H = 8
 H = 8
 STEPS, LOCAL_BATCH = 4, 6
+# Variants on DTensors of (B, T, H), each split along one dim: dropout1d reads (N, C, L), so a split of
+# T splits its drawn channels; drop-path's per-sample mask is broadcast along T, so every rank draws
+# the same decisions; Gaussian noise is per element, split along the last dim (B * T runs).
+VARIANT_DTENSORS = {
+    "dropout1d_t": (1, lambda x: dt.functional.dropout1d(x, 0.5, seed=3)),
+    "drop_path_t": (1, lambda x: dt.functional.drop_path(x, 0.5, seed=3)),
+    "gaussian_h": (2, lambda x: dt.functional.gaussian_dropout(x, 0.3, seed=3)),
+}
 
 
 def shape_for(world_size):
@@ -378,6 +386,12 @@ def _worker(rank, world_size, port, out_dir):
             y.sum().backward()
             results[name] = (y.full_tensor(), y.placements == (placement,))
             results[name + "_grad"] = global_x.grad.full_tensor()
+        for name, (dim, variant) in VARIANT_DTENSORS.items():
+            global_x = distribute_tensor(x.clone().requires_grad_(), mesh, [ShardPlacement(dim)])
+            y = variant(global_x)
+            y.sum().backward()
+            results[name] = (y.full_tensor(), y.placements == (ShardPlacement(dim),))
+            results[name + "_grad"] = global_x.grad.full_tensor()
         if world_size == 2:  # DDP: the same MLP as one process on the global batch
             inputs, targets = batches(world_size)
             local = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
@@ -457,6 +471,17 @@ def test_dtensor_shards_equal_the_single_process_mask(ranks):
         assert torch.equal(results[name + "_grad"], gradient), name
 
 
+def test_dtensor_variants_equal_the_single_process_output(ranks):
+    world_size, results = ranks
+    x = data(shape_for(world_size))
+    for name, (_, variant) in VARIANT_DTENSORS.items():
+        output, same_placements = results[name]
+        assert same_placements, name
+        assert torch.equal(output, variant(x)), name
+        # The gradient of a sum is the mask (or noise) itself: the variant of ones.
+        assert torch.equal(results[name + "_grad"], variant(torch.ones_like(x))), name
+
+
 def test_independent_masks_per_rank(ranks):
     world_size, results = ranks
     x = data(shape_for(world_size))
@@ -477,14 +502,3 @@ def test_ddp_training_equals_one_process_on_the_global_batch(ranks):
     # Without the context each rank draws rows [0, B) of the mask for its own batch: the run differs.
     naive = {name.removeprefix("module."): w for name, w in results["naive"].items()}
     assert max((naive[name] - weight).abs().max().item() for name, weight in single.items()) > 1e-3
-
-
-def test_noise_shape_with_a_shard_is_an_error_not_a_silent_full_mask():
-    x = torch.ones(2, 4)
-    with pytest.raises(ValueError, match="noise_shape does not combine with sharding"):
-        dt.functional.dropout(x, 0.5, seed=0, noise_shape=(None, 1), global_shape=(4, 4), offsets=(2, 0))
-    with (
-        D.data_parallel(rank=1, world_size=2),
-        pytest.raises(ValueError, match="noise_shape does not combine"),
-    ):
-        dt.functional.dropout(x, 0.5, seed=0, noise_shape=(None, 1))

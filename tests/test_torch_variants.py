@@ -860,10 +860,11 @@ def test_ops_pass_torch_library_opcheck():
         torch.randn(3, 4, 5, 6, dtype=torch.float64).requires_grad_(),
         torch.randn(2, 3, 4, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last),
     ):
-        mask_shape = [*x.shape[:2], 1, 1]
-        torch.library.opcheck(_variants.shaped_dropout_op, (x, key, 0.4, 1 / 0.6, mask_shape))
-        torch.library.opcheck(_variants.alpha_dropout_op, (x, key, 0.4, mask_shape))
-        torch.library.opcheck(_variants.gaussian_dropout_op, (x, key, 0.4))
+        mask = [[*x.shape[:2], 1, 1], [7, x.shape[1], 1, 1], [4, 0, 0, 0]]  # rows 4.. of a batch of 7
+        torch.library.opcheck(_variants.shaped_dropout_op, (x, key, 0.4, 1 / 0.6, *mask))
+        torch.library.opcheck(_variants.alpha_dropout_op, (x, key, 0.4, *mask))
+        shard = [[9, *x.shape[1:]], [5, 0, 0, 0]]
+        torch.library.opcheck(_variants.gaussian_dropout_op, (x, key, 0.4, *shard))
         torch.library.opcheck(_variants.drop_block2d_op, (x, key, 0.4, 3, 1.0, False))
 
 
@@ -895,17 +896,6 @@ def test_compiled_modules_equal_eager_over_successive_calls():
         assert torch.equal(got, expected)
         assert torch.equal(twin.conv.weight.grad, eager.conv.weight.grad)
     assert twin.channel.calls == eager.channel.calls == 2
-
-
-def test_variants_refuse_shards_instead_of_drawing_the_wrong_mask():
-    from dropkit.torch.distributed import data_parallel
-
-    x = torch.ones(2, 3, 4, 4)
-    with data_parallel(rank=1, world_size=2):
-        with pytest.raises(ValueError, match="variants do not take shards yet"):
-            dkt.Dropout2d(0.5, seed=0)(x)
-        with pytest.raises(ValueError, match="variants do not take shards yet"):
-            dkt.functional.dropout2d(x, 0.5, seed=0)
 
 
 @pytest.mark.parametrize(

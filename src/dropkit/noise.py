@@ -17,6 +17,7 @@ from dropkit._validation import check_float_array, check_probability
 from dropkit.kernels.reference import compute_dtype
 from dropkit.layers import Shape, _MaskDropout, masked_dropout
 from dropkit.philox import keep_mask, random_range
+from dropkit.sharding import Shard
 
 __all__ = [
     "SELU_ALPHA_PRIME",
@@ -40,7 +41,26 @@ def _check_gaussian_p(p: Any) -> float:
     return p
 
 
-def gaussian_noise(shape: Shape, p: float, *, seed: int, stream: int) -> np.ndarray:
+def _standard_normal_range(seed: int, stream: int, start: int, n: int) -> np.ndarray:
+    """``z`` of the flat indexes ``start, ..., start + n - 1`` (float64), by Box–Muller over index pairs."""
+    first = start - (start & 1)  # pairs start at even indexes
+    count = start + n - first
+    words = random_range(seed, stream, first, count + (count & 1)).astype(np.float64)
+    u0, u1 = (words[0::2] + 0.5) * TWO_TO_MINUS_32, (words[1::2] + 0.5) * TWO_TO_MINUS_32
+    radius, angle = np.sqrt(-2.0 * np.log(u0)), 2.0 * np.pi * u1
+    z = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1).ravel()
+    return z[start - first : start - first + n]
+
+
+def gaussian_noise(
+    shape: Shape,
+    p: float,
+    *,
+    seed: int,
+    stream: int,
+    global_shape: Shape | None = None,
+    offsets: Shape | None = None,
+) -> np.ndarray:
     """Multiplicative noise ``1 + sqrt(p/(1-p)) * z`` with ``z ~ N(0, 1)``, float64, of ``shape``.
 
     ``z`` comes from the contract's words by Box–Muller. Elements ``2k`` and ``2k + 1`` (flat,
@@ -49,16 +69,27 @@ def gaussian_noise(shape: Shape, p: float, *, seed: int, stream: int) -> np.ndar
         u0 = (w0 + 0.5) / 2**32,  u1 = (w1 + 0.5) / 2**32         # in (0, 1), never 0 or 1
         z(2k) = sqrt(-2 ln u0) cos(2 pi u1),  z(2k + 1) = sqrt(-2 ln u0) sin(2 pi u1)
 
+    With ``global_shape`` and ``offsets``, ``shape`` is the slice at ``offsets`` of a tensor of
+    ``global_shape`` (a :class:`dropkit.sharding.Shard`) and gets that slice of its noise.
+
     >>> noise = gaussian_noise((100_000,), 0.5, seed=0, stream=0)
     >>> round(float(noise.mean()), 2), round(float(noise.std()), 2)
     (1.0, 1.0)
+    >>> bool((gaussian_noise((2, 3), 0.5, seed=0, stream=0, global_shape=(4, 3), offsets=(1, 0))
+    ...       == gaussian_noise((4, 3), 0.5, seed=0, stream=0)[1:3]).all())
+    True
     """
     p = _check_gaussian_p(p)
-    n = int(np.prod(shape, dtype=np.int64))
-    words = random_range(seed, stream, 0, n + (n & 1)).astype(np.float64)
-    u0, u1 = (words[0::2] + 0.5) * TWO_TO_MINUS_32, (words[1::2] + 0.5) * TWO_TO_MINUS_32
-    radius, angle = np.sqrt(-2.0 * np.log(u0)), 2.0 * np.pi * u1
-    z = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1).ravel()[:n]
+    if (global_shape is None) != (offsets is None):
+        raise ValueError(
+            f"global_shape and offsets go together: got global_shape={global_shape}, offsets={offsets}"
+        )
+    if global_shape is None:
+        z = _standard_normal_range(seed, stream, 0, int(np.prod(shape, dtype=np.int64)))
+    else:
+        starts, length = Shard(tuple(global_shape), tuple(offsets), tuple(shape)).runs
+        runs = [_standard_normal_range(seed, stream, start, length) for start in starts.tolist()]
+        z = np.concatenate(runs) if runs else np.empty(0)
     return (1.0 + np.sqrt(p / (1.0 - p)) * z).reshape(shape)
 
 

@@ -57,7 +57,6 @@ class _Stochastic(SeededModule):
         """The variant applied in training (a fresh mask per call); ``input`` in eval or at ``p == 0``."""
         self._check_p()
         apply = self._plan(input)  # every check first: a rejected input moves no counter
-        V.refuse_sharding(input)
         if not self.training:
             return input
         check_inplace(input, self.inplace)
@@ -260,7 +259,7 @@ class _WeightDropout(_Stochastic):
         return super()._next_stream() * self.count + self.index
 
     def _plan(self, weight: Tensor) -> V.Apply:
-        return V.plan_dropout(weight, self.p, False, None)
+        return V.plan_dropout(weight, self.p, False, None, batched=False)
 
     def extra_repr(self) -> str:
         return f"p={self.p}{self._seed_repr()}"

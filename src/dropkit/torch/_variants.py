@@ -21,12 +21,18 @@ run-time value under ``torch.compile``.
 
 Randomness is the core's: ``seed=None`` draws a fresh 63-bit seed from torch's default CPU generator per
 call and uses stream 0; an explicit ``seed`` takes ``stream`` (default 0).
+
+Sharded (a DTensor, :func:`~dropkit.torch.distributed.data_parallel`, or ``global_shape``/``offsets`` with
+``noise_shape``), a variant draws over the *global* input's mask shape and takes the slice its local tensor
+covers (:class:`MaskSlice`), so the ranks' outputs are one process's; ``independent_masks`` folds the rank
+into the stream. DropBlock, which rescales by the kept fraction of the whole tensor, takes no shard.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,6 +43,7 @@ from dropkit.dropblock import _check_block, drop_block_keep
 from dropkit.layers import channel_mask_shape, drop_path_mask_shape, locked_mask_shape, noise_mask_shape
 from dropkit.noise import _alpha_constants, _alpha_mask_shape, _check_gaussian_p, gaussian_noise
 from dropkit.philox import keep_mask
+from dropkit.sharding import Shard
 from dropkit.torch import _ops, distributed
 from dropkit.torch.functional import check_inplace, check_input, check_seed_and_stream, training_scale
 
@@ -55,6 +62,60 @@ __all__ = [
 
 Shape = tuple[int, ...]
 Apply = Callable[[int | None, int | Tensor], Tensor]  # (seed, stream) -> output, every check done
+
+
+class MaskSlice(NamedTuple):
+    """A variant's mask on a (possibly sharded) input: local ``shape`` at ``offsets`` of ``global_shape``.
+
+    The mask is drawn over the global input's mask shape (``(N, C, 1, 1)`` for channel dropout of
+    ``(N, C, H, W)``); a shard draws its slice of it, offset 0 and size 1 along broadcast dims.
+    Unsharded, ``global_shape == shape`` and the offsets are 0.
+    """
+
+    shape: Shape
+    global_shape: Shape
+    offsets: Shape
+
+    @classmethod
+    def whole(cls, shape: Shape) -> MaskSlice:
+        return cls(shape, shape, (0,) * len(shape))
+
+    def keep(self, p: float, seed: int, stream: int) -> np.ndarray:
+        """The contract's keep decisions of this slice of the global mask."""
+        if self.global_shape == self.shape:
+            return keep_mask(self.shape, p, seed=seed, stream=stream)
+        return Shard(self.global_shape, self.offsets, self.shape).keep_mask(p, seed=seed, stream=stream)
+
+
+class Placed(NamedTuple):
+    """Where an input sits (a :class:`dropkit.torch.distributed.Location`, or None) and its mask slice."""
+
+    location: distributed.Location | None
+    mask: MaskSlice
+
+
+def place(
+    input: Tensor,
+    mask_shape_of: Callable[[Shape], Shape],
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+    *,
+    batched: bool = True,
+) -> Placed:
+    """Locate ``input`` and slice the mask ``mask_shape_of`` gives its global shape (which it checks).
+
+    ``global_shape``/``offsets`` place it explicitly, as for :func:`dropkit.torch.dropout`; ``batched=False``
+    for weights: :func:`dropkit.torch.distributed.data_parallel` leaves them whole.
+    """
+    location = distributed.locate(input, global_shape, offsets, batched=batched)
+    shard = None if location is None else location.shard
+    if shard is None:
+        return Placed(location, MaskSlice.whole(mask_shape_of(tuple(input.shape))))
+    global_mask = mask_shape_of(shard.global_shape)
+    drawn = [m == g for m, g in zip(global_mask, shard.global_shape, strict=True)]  # else broadcast (1)
+    shape = tuple(n if d else 1 for n, d in zip(shard.local_shape, drawn, strict=True))
+    offsets = tuple(o if d else 0 for o, d in zip(shard.offsets, drawn, strict=True))
+    return Placed(location, MaskSlice(shape, global_mask, offsets))
 
 
 # --- the ops ---------------------------------------------------------------------------------
@@ -124,39 +185,72 @@ def _self_adjoint(op) -> None:
     op.register_autograd(backward, setup_context=setup_context)
 
 
+def _mask_slice(mask_shape: list[int], mask_global_shape: list[int], mask_offsets: list[int]) -> MaskSlice:
+    return MaskSlice(tuple(mask_shape), tuple(mask_global_shape), tuple(mask_offsets))
+
+
 @torch.library.custom_op("dropkit::shaped_dropout", mutates_args=())
-def shaped_dropout_op(x: Tensor, key: Tensor, p: float, scale: float, mask_shape: list[int]) -> Tensor:
-    """``x * keep * scale`` with ``keep = keep_mask(mask_shape, p, seed, stream)`` broadcast to ``x``."""
+def shaped_dropout_op(
+    x: Tensor,
+    key: Tensor,
+    p: float,
+    scale: float,
+    mask_shape: list[int],
+    mask_global_shape: list[int],
+    mask_offsets: list[int],
+) -> Tensor:
+    """``x * keep * scale`` with ``keep`` the :class:`MaskSlice`'s keep decisions broadcast to ``x``."""
     seed, stream = _unpack(key)
-    return _scale_kept(x, keep_mask(tuple(mask_shape), p, seed=seed, stream=stream), scale)
+    keep = _mask_slice(mask_shape, mask_global_shape, mask_offsets).keep(p, seed, stream)
+    return _scale_kept(x, keep, scale)
 
 
 @shaped_dropout_op.register_fake
-def _shaped_dropout_fake(x: Tensor, key: Tensor, p: float, scale: float, mask_shape: list[int]) -> Tensor:
+def _shaped_dropout_fake(
+    x: Tensor,
+    key: Tensor,
+    p: float,
+    scale: float,
+    mask_shape: list[int],
+    mask_global_shape: list[int],
+    mask_offsets: list[int],
+) -> Tensor:
     return _ops.empty_dense_like(x)
 
 
 _self_adjoint(shaped_dropout_op)
 
 
-def _masked(x: Tensor, key: Tensor, p: float, scale: float, mask_shape: Shape) -> Tensor:
-    """``x * keep * scale``: the core's fused kernel for a full-shape mask, else the broadcast mask."""
-    if mask_shape == tuple(x.shape):
+def _masked(x: Tensor, key: Tensor, p: float, scale: float, mask: MaskSlice) -> Tensor:
+    """``x * keep * scale``: the core's fused kernels for a full-shape mask, else the broadcast mask."""
+    if mask.shape == tuple(x.shape) == mask.global_shape:
         return _ops.dropout_keyed_op(x, key, p, scale, 0)
-    return shaped_dropout_op(x, key, p, scale, list(mask_shape))
+    if mask.shape == tuple(x.shape):
+        shard = Shard(mask.global_shape, mask.offsets, mask.shape)
+        if shard.start is not None:
+            return _ops.dropout_keyed_op(x, key, p, scale, shard.start)
+        return distributed.dropout_sharded_op(x, key, p, scale, list(mask.global_shape), list(mask.offsets))
+    return shaped_dropout_op(x, key, p, scale, *(list(dims) for dims in mask))
 
 
 @torch.library.custom_op("dropkit::gaussian_dropout", mutates_args=())
-def gaussian_dropout_op(x: Tensor, key: Tensor, p: float) -> Tensor:
-    """``x * eps`` with ``eps = gaussian_noise(x.shape, p, seed, stream)``, formed in float32/float64."""
+def gaussian_dropout_op(
+    x: Tensor, key: Tensor, p: float, global_shape: list[int], offsets: list[int]
+) -> Tensor:
+    """``x * eps``, ``eps`` the slice at ``offsets`` of ``gaussian_noise(global_shape, p, seed, stream)``,
+    formed in float32/float64."""
     seed, stream = _unpack(key)
     wide = _wide(x.dtype)
-    noise = torch.from_numpy(gaussian_noise(tuple(x.shape), p, seed=seed, stream=stream))
+    shape = tuple(x.shape)
+    sharded = {} if tuple(global_shape) == shape else {"global_shape": global_shape, "offsets": offsets}
+    noise = torch.from_numpy(gaussian_noise(shape, p, seed=seed, stream=stream, **sharded))
     return torch.mul(x.to(wide), noise.to(wide).to(x.device), out=_ops.empty_dense_like(x))
 
 
 @gaussian_dropout_op.register_fake
-def _gaussian_dropout_fake(x: Tensor, key: Tensor, p: float) -> Tensor:
+def _gaussian_dropout_fake(
+    x: Tensor, key: Tensor, p: float, global_shape: list[int], offsets: list[int]
+) -> Tensor:
     return _ops.empty_dense_like(x)
 
 
@@ -193,10 +287,17 @@ _self_adjoint(drop_block2d_op)
 
 
 @torch.library.custom_op("dropkit::alpha_dropout", mutates_args=())
-def alpha_dropout_op(x: Tensor, key: Tensor, p: float, mask_shape: list[int]) -> Tensor:
-    """``keep ? a x + a alpha' p : -a alpha' (1 - p)``, ``keep = keep_mask(mask_shape, ...)``, ``p < 1``."""
+def alpha_dropout_op(
+    x: Tensor,
+    key: Tensor,
+    p: float,
+    mask_shape: list[int],
+    mask_global_shape: list[int],
+    mask_offsets: list[int],
+) -> Tensor:
+    """``keep ? a x + a alpha' p : -a alpha' (1 - p)``, ``keep`` the :class:`MaskSlice`'s, ``p < 1``."""
     seed, stream = _unpack(key)
-    keep = keep_mask(tuple(mask_shape), p, seed=seed, stream=stream)
+    keep = _mask_slice(mask_shape, mask_global_shape, mask_offsets).keep(p, seed, stream)
     wide = _wide(x.dtype)
     a, kept_offset, dropped_value = (_constant(c, wide) for c in _alpha_constants(p))
     out = _ops.empty_dense_like(x)
@@ -205,12 +306,20 @@ def alpha_dropout_op(x: Tensor, key: Tensor, p: float, mask_shape: list[int]) ->
 
 
 @alpha_dropout_op.register_fake
-def _alpha_dropout_fake(x: Tensor, key: Tensor, p: float, mask_shape: list[int]) -> Tensor:
+def _alpha_dropout_fake(
+    x: Tensor,
+    key: Tensor,
+    p: float,
+    mask_shape: list[int],
+    mask_global_shape: list[int],
+    mask_offsets: list[int],
+) -> Tensor:
     return _ops.empty_dense_like(x)
 
 
 def _alpha_setup_context(ctx, inputs, output) -> None:
-    _, key, ctx.p, ctx.mask_shape = inputs
+    _, key, ctx.p, *mask = inputs
+    ctx.mask = _mask_slice(*mask)
     ctx.save_for_backward(key)
 
 
@@ -218,7 +327,7 @@ def _alpha_backward(ctx, grad: Tensor):
     # dy/dx = keep * a: a Bernoulli mask with scale a, the same keep decisions.
     (key,) = ctx.saved_tensors
     a = float(_alpha_constants(ctx.p)[0])
-    return _masked(grad, key, ctx.p, a, tuple(ctx.mask_shape)), None, None, None
+    return _masked(grad, key, ctx.p, a, ctx.mask), None, None, None, None, None
 
 
 alpha_dropout_op.register_autograd(_alpha_backward, setup_context=_alpha_setup_context)
@@ -238,100 +347,135 @@ def run(
 ) -> Tensor:
     """The functional forms' common tail: key checks, the identity cases, then ``apply(seed, stream)``."""
     seed, stream = check_seed_and_stream(seed, stream)
-    refuse_sharding(input)
     if not training or p == 0.0 or input.numel() == 0:
         return input
     check_inplace(input, inplace)
     return apply(seed, stream)
 
 
-def refuse_sharding(input: Tensor) -> None:
-    """The variants draw whole-tensor masks: a shard must be an error, never a silently wrong mask."""
-    if distributed.locate(input) is not None:
-        raise ValueError(
-            "dropkit's dropout variants do not take shards yet (a DTensor, data_parallel or "
-            "independent_masks): only dropkit.torch.Dropout / dropout do"
-        )
+def _on_local(op: Callable[[Tensor, Tensor], Tensor], input: Tensor, placed: Placed, seed, stream) -> Tensor:
+    """``op(local input, key)`` on the input's local tensor (a DTensor's shard), rewrapped like ``input``."""
+    key = distributed.located_key(seed, stream, placed.location)
+    local = distributed.to_local(input, placed.location)
+    return distributed.from_local(op(local, key), input, placed.location)
+
+
+def _copy_if(inplace: bool, input: Tensor, output: Tensor) -> Tensor:
+    return input.copy_(output) if inplace else output
 
 
 # --- plans: every check of a variant, then how it applies (used by functions and modules) ----
 
 
 def _bernoulli(
-    input: Tensor, p: float, mask_shape: Shape, scale: float, inplace: bool, seed: int | None, stream
+    input: Tensor, p: float, placed: Placed, scale: float, inplace: bool, seed: int | None, stream
 ) -> Tensor:
-    output = _masked(input, _ops.key_tensor(seed, stream), p, scale, mask_shape)
-    return input.copy_(output) if inplace else output
+    def op(x: Tensor, key: Tensor) -> Tensor:
+        return _masked(x, key, p, scale, placed.mask)
+
+    return _copy_if(inplace, input, _on_local(op, input, placed, seed, stream))
 
 
-def plan_dropout(input: Tensor, p: float, inplace: bool, noise_shape: Sequence[int | None] | None) -> Apply:
-    """Bernoulli dropout drawn over Keras' ``noise_shape`` and broadcast to the input."""
+def plan_dropout(
+    input: Tensor,
+    p: float,
+    inplace: bool,
+    noise_shape: Sequence[int | None] | None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+    *,
+    batched: bool = True,
+) -> Apply:
+    """Bernoulli dropout drawn over Keras' ``noise_shape`` (of the global shape) and broadcast to the input.
+
+    ``batched=False`` for a weight (DropConnect): :func:`~dropkit.torch.distributed.data_parallel` leaves it
+    whole.
+    """
     check_input(input)
-    mask_shape = noise_mask_shape(tuple(input.shape), noise_shape)
-    return functools.partial(_bernoulli, input, p, mask_shape, training_scale(p), inplace)
+    mask_shape_of = functools.partial(noise_mask_shape, noise_shape=noise_shape)
+    placed = place(input, mask_shape_of, global_shape, offsets, batched=batched)
+    return functools.partial(_bernoulli, input, p, placed, training_scale(p), inplace)
 
 
 def plan_channel(input: Tensor, p: float, inplace: bool, spatial_dims: int) -> Apply:
     """Channel dropout: one mask entry per (sample, channel), shared over ``spatial_dims`` trailing axes."""
     check_input(input)
-    mask_shape = channel_mask_shape(tuple(input.shape), spatial_dims)
-    return functools.partial(_bernoulli, input, p, mask_shape, training_scale(p), inplace)
+    placed = place(input, lambda shape: channel_mask_shape(shape, spatial_dims))
+    return functools.partial(_bernoulli, input, p, placed, training_scale(p), inplace)
 
 
 def plan_locked(input: Tensor, p: float, batch_first: bool) -> Apply:
     """Locked dropout: one mask per sequence, shared over the time axis."""
     check_input(input)
-    mask_shape = locked_mask_shape(tuple(input.shape), batch_first)
-    return functools.partial(_bernoulli, input, p, mask_shape, training_scale(p), False)
+    placed = place(input, lambda shape: locked_mask_shape(shape, batch_first))
+    return functools.partial(_bernoulli, input, p, placed, training_scale(p), False)
 
 
 def plan_drop_path(input: Tensor, p: float, mode: str, scale_by_keep: bool) -> Apply:
     """Drop path: one decision per sample (``"row"``) or per batch; ``1/(1-p)`` if ``scale_by_keep``."""
     check_input(input)
-    mask_shape = drop_path_mask_shape(tuple(input.shape), mode)
+    placed = place(input, lambda shape: drop_path_mask_shape(shape, mode))
     scale = training_scale(p) if scale_by_keep else 1.0
-    return functools.partial(_bernoulli, input, p, mask_shape, scale, False)
+    return functools.partial(_bernoulli, input, p, placed, scale, False)
 
 
-def _gaussian(input: Tensor, p: float, seed: int | None, stream) -> Tensor:
-    return gaussian_dropout_op(input, _ops.key_tensor(seed, stream), p)
+def _gaussian(input: Tensor, p: float, placed: Placed, seed: int | None, stream) -> Tensor:
+    _, global_shape, offsets = placed.mask
+
+    def op(x: Tensor, key: Tensor) -> Tensor:
+        return gaussian_dropout_op(x, key, p, list(global_shape), list(offsets))
+
+    return _on_local(op, input, placed, seed, stream)
 
 
 def plan_gaussian(input: Tensor, p: float) -> Apply:
     """Gaussian dropout: ``y = x * eps``, ``eps ~ N(1, p/(1-p))`` per element."""
     check_input(input)
-    return functools.partial(_gaussian, input, p)
+    return functools.partial(_gaussian, input, p, place(input, lambda shape: shape))
 
 
-def _alpha(input: Tensor, p: float, mask_shape: Shape, inplace: bool, seed: int | None, stream) -> Tensor:
-    key = _ops.key_tensor(seed, stream)
-    # p == 1 gives zeros, as torch does; a = 1/sqrt(...(1 - p)) is infinite there.
-    output = (
-        _masked(input, key, p, 1.0, mask_shape)
-        if p == 1.0
-        else alpha_dropout_op(input, key, p, list(mask_shape))
-    )
-    return input.copy_(output) if inplace else output
+def _alpha(input: Tensor, p: float, placed: Placed, inplace: bool, seed: int | None, stream) -> Tensor:
+    def op(x: Tensor, key: Tensor) -> Tensor:
+        # p == 1 gives zeros, as torch does; a = 1/sqrt(...(1 - p)) is infinite there.
+        if p == 1.0:
+            return _masked(x, key, p, 1.0, placed.mask)
+        return alpha_dropout_op(x, key, p, *(list(dims) for dims in placed.mask))
+
+    return _copy_if(inplace, input, _on_local(op, input, placed, seed, stream))
 
 
 def plan_alpha(input: Tensor, p: float, inplace: bool, feature: bool) -> Apply:
     """Alpha dropout (per element, or per channel when ``feature``), keeping SELU's mean and variance."""
     check_input(input)
-    mask_shape = _alpha_mask_shape(tuple(input.shape), feature)
-    return functools.partial(_alpha, input, p, mask_shape, inplace)
+    placed = place(input, lambda shape: _alpha_mask_shape(shape, feature))
+    return functools.partial(_alpha, input, p, placed, inplace)
 
 
 def _drop_block(
-    input: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool, seed: int | None, stream
+    input: Tensor,
+    p: float,
+    block_size: int,
+    gamma_scale: float,
+    batchwise: bool,
+    location: distributed.Location | None,
+    seed: int | None,
+    stream,
 ) -> Tensor:
-    return drop_block2d_op(input, _ops.key_tensor(seed, stream), p, block_size, float(gamma_scale), batchwise)
+    key = distributed.located_key(seed, stream, location)
+    return drop_block2d_op(input, key, p, block_size, float(gamma_scale), batchwise)
 
 
 def plan_drop_block(input: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool) -> Apply:
     """DropBlock over ``(N, C, H, W)``: zero ``block_size`` squares; ``batchwise``: one mask for all."""
     check_input(input)
     _check_block(tuple(input.shape), block_size, gamma_scale, batchwise)
-    return functools.partial(_drop_block, input, p, block_size, gamma_scale, bool(batchwise))
+    location = distributed.locate(input)
+    if location is not None and (location.shard is not None or location.dtensor):
+        raise ValueError(
+            "drop_block2d does not take shards (data_parallel, a DTensor): it rescales by the kept "
+            "fraction of the whole tensor, which one shard cannot know; independent_masks works"
+        )
+    return functools.partial(_drop_block, input, p, block_size, gamma_scale, bool(batchwise), location)
 
 
 # --- functional forms ------------------------------------------------------------------------
@@ -345,10 +489,13 @@ def noise_shape_dropout(
     noise_shape: Sequence[int | None],
     seed: int | None,
     stream: int | None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
-    """:func:`dropkit.torch.dropout` with ``noise_shape`` given (it documents the argument)."""
+    """:func:`dropkit.torch.dropout` with ``noise_shape`` given (it documents the arguments)."""
     p = check_probability(p)
-    return run(input, p, training, inplace, seed, stream, plan_dropout(input, p, inplace, noise_shape))
+    apply = plan_dropout(input, p, inplace, noise_shape, global_shape, offsets)
+    return run(input, p, training, inplace, seed, stream, apply)
 
 
 def channel_dropout(

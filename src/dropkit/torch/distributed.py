@@ -43,9 +43,12 @@ __all__ = [
     "data_parallel",
     "dropout_sharded_op",
     "dtensor_shard",
+    "from_local",
     "independent_masks",
     "locate",
+    "located_key",
     "rank_stream",
+    "to_local",
 ]
 
 RANK_STREAM_BITS = 32  # under independent_masks, rank r's stream s is (r << 32) | s
@@ -265,11 +268,16 @@ class Location:
 
 
 def locate(
-    input: Tensor, global_shape: Sequence[int] | None = None, offsets: Sequence[int] | None = None
+    input: Tensor,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+    *,
+    batched: bool = True,
 ) -> Location | None:
     """The :class:`Location` of ``input`` from the arguments, its placements and the contexts in force.
 
     None when nothing places it (no ``global_shape``, no DTensor, no context): the plain path.
+    ``batched=False`` says ``input`` holds no batch (a weight), so :func:`data_parallel` leaves it whole.
     Raises ``ValueError`` naming the argument for a shard that does not fit ``input``.
     """
     dtensor = _is_dtensor(input)
@@ -287,7 +295,7 @@ def locate(
         shard = Shard(tuple(global_shape), tuple(offsets), tuple(input.shape))
     else:
         shard = None
-    if _data_parallel is not None:
+    if _data_parallel is not None and batched:
         shape = tuple(input.shape)
         shard = _data_parallel.place(shard or Shard(shape, (0,) * len(shape), shape))
     if shard is None and _stream_rank is None and not dtensor:
@@ -309,24 +317,40 @@ def masked(
     The training branch of ``dropkit.torch.functional.masked`` for a located input, inputs checked.
     Always the keyed ops: ``(seed, stream)`` travels as a tensor, eagerly as under ``torch.compile``.
     """
-    if location.stream_rank is not None:
-        if isinstance(stream, Tensor):
-            stream = stream + (location.stream_rank << RANK_STREAM_BITS)
-        else:
-            stream = rank_stream(stream, location.stream_rank)
-    key = _ops.key_tensor(seed, stream)
-    local = input.to_local() if location.dtensor else input
+    key = located_key(seed, stream, location)
+    local = to_local(input, location)
     shard = location.shard
     start = 0 if shard is None else shard.start
     if start is not None:
         output = _ops.dropout_keyed_op(local, key, p, scale, start)
     else:
         output = dropout_sharded_op(local, key, p, scale, list(shard.global_shape), list(shard.offsets))
-    if location.dtensor:
-        output = _dtensor_class().from_local(
-            output, input.device_mesh, input.placements, shape=input.shape, stride=input.stride()
-        )
+    output = from_local(output, input, location)
     return input.copy_(output) if inplace else output
+
+
+def located_key(seed: int | None, stream: int | Tensor, location: Location | None) -> Tensor:
+    """The ``(seed, stream)`` key tensor; under :func:`independent_masks` the rank is in the stream."""
+    if location is not None and location.stream_rank is not None:
+        if isinstance(stream, Tensor):
+            stream = stream + (location.stream_rank << RANK_STREAM_BITS)
+        else:
+            stream = rank_stream(stream, location.stream_rank)
+    return _ops.key_tensor(seed, stream)
+
+
+def to_local(input: Tensor, location: Location | None) -> Tensor:
+    """The tensor the kernels see: a DTensor's local shard, any other tensor itself."""
+    return input.to_local() if location is not None and location.dtensor else input
+
+
+def from_local(output: Tensor, input: Tensor, location: Location | None) -> Tensor:
+    """``output`` (of :func:`to_local`'s shape) as a DTensor with ``input``'s placements, if it was one."""
+    if location is None or not location.dtensor:
+        return output
+    return _dtensor_class().from_local(
+        output, input.device_mesh, input.placements, shape=input.shape, stride=input.stride()
+    )
 
 
 def _apply_runs(x: Tensor, p: float, seed: int, stream: int, scale: float, shard: Shard, out: Tensor) -> None:

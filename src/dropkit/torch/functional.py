@@ -119,12 +119,9 @@ def dropout(
             [2., 2., 2., 2.]])
     """
     if noise_shape is not None:
-        if distributed.locate(input, global_shape, offsets) is not None:
-            raise ValueError(
-                "noise_shape does not combine with sharding (global_shape/offsets, a DTensor, "
-                "data_parallel or independent_masks) yet: use one or the other"
-            )
-        return _variants.noise_shape_dropout(input, p, training, inplace, noise_shape, seed, stream)
+        return _variants.noise_shape_dropout(
+            input, p, training, inplace, noise_shape, seed, stream, global_shape, offsets
+        )
     p = check_probability(p)
     check_input(input)
     seed, stream = check_seed_and_stream(seed, stream)
