@@ -3,7 +3,7 @@
 # (nothing is installed or downloaded): the CUDA tests, then the benchmark. Writes its logs and the
 # benchmark's JSON under $OUT (default: gpu-check/) and exits non-zero if either step failed.
 #
-#   bash benchmarks/gpu_check.sh            # about 3-5 minutes on an H100/H200
+#   bash benchmarks/gpu_check.sh     # not yet run on a GPU: allow it up to 10 minutes the first time
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-check}"

@@ -53,18 +53,31 @@ def test_torch_rows_carry_ratios_and_the_bytes_autograd_keeps():
         assert rows[("dropkit.torch", phase)].kept_bytes_per_element == 0.0
 
 
-@pytest.mark.parametrize(("value", "on"), [(None, False), ("0", False), ("1", True), ("yes", False)])
-def test_the_report_says_whether_torch_allocates_huge_pages(monkeypatch, value, on):
+@pytest.mark.parametrize(
+    ("value", "mode", "switch", "advice"),
+    [
+        (None, "madvise", "unset", True),
+        ("0", "madvise", "unset", True),
+        ("1", "madvise", "set", False),
+        ("2abc", "madvise", "set", False),  # torch reads it with C's atoi
+        ("yes", "madvise", "unset", True),
+        (None, "always", "unset", False),  # the kernel gives huge pages anyway
+        (None, "never", "unset", False),  # the switch would change nothing
+    ],
+)
+def test_the_report_says_what_decides_torchs_page_size(monkeypatch, tmp_path, value, mode, switch, advice):
     pytest.importorskip("torch")
     if value is None:
         monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
     else:
         monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", value)
+    setting = tmp_path / "enabled"
+    setting.write_text(" ".join(f"[{m}]" if m == mode else m for m in ("always", "madvise", "never")) + "\n")
+    monkeypatch.setattr(bench, "KERNEL_HUGE_PAGES", setting)
     report = run_benchmarks([64], [0.5], repeats=1, threads=1)
-    assert report.config["torch_huge_pages"] is on
-    advice = [note for note in report.notes if "THP_MEM_ALLOC_ENABLE=1" in note]
-    assert len(advice) == (0 if on else 1)
-    assert report.table().splitlines()[0].endswith("(THP_MEM_ALLOC_ENABLE=1)" if on else "(4 KiB pages)")
+    assert report.config["huge_pages"] == {"THP_MEM_ALLOC_ENABLE": switch == "set", "kernel": mode}
+    assert report.table().splitlines()[0].endswith(f"(THP_MEM_ALLOC_ENABLE {switch}, kernel THP {mode})")
+    assert any("set THP_MEM_ALLOC_ENABLE=1" in note for note in report.notes) is advice
 
 
 def test_table_markdown_and_json_hold_every_row(tmp_path):

@@ -298,6 +298,8 @@ VARIANT_DTENSORS = {
     "dropout1d_t": (1, lambda x: dt.functional.dropout1d(x, 0.5, seed=3)),
     "drop_path_t": (1, lambda x: dt.functional.drop_path(x, 0.5, seed=3)),
     "gaussian_h": (2, lambda x: dt.functional.gaussian_dropout(x, 0.3, seed=3)),
+    "feature_alpha_t": (1, lambda x: dt.functional.feature_alpha_dropout(x, 0.5, True, seed=3)),
+    "noise_shape_h": (2, lambda x: dt.functional.dropout(x, 0.5, seed=3, noise_shape=(None, 1, None))),
 }
 
 
@@ -356,7 +358,7 @@ def _worker(rank, world_size, port, out_dir):
         "gloo", store=store, rank=rank, world_size=world_size, timeout=timedelta(seconds=60)
     )
     try:
-        from torch.distributed.tensor import Replicate, distribute_tensor, init_device_mesh
+        from torch.distributed.tensor import DTensor, Partial, Replicate, distribute_tensor, init_device_mesh
         from torch.distributed.tensor import Shard as ShardPlacement
 
         results = {}
@@ -392,6 +394,13 @@ def _worker(rank, world_size, port, out_dir):
             y.sum().backward()
             results[name] = (y.full_tensor(), y.placements == (ShardPlacement(dim),))
             results[name + "_grad"] = global_x.grad.full_tensor()
+        # Alpha dropout is affine: on a Partial DTensor each rank would add the offset. It refuses.
+        partial = DTensor.from_local(x / world_size, mesh, [Partial()])
+        try:
+            dt.functional.alpha_dropout(partial, 0.5, True, seed=3)
+            results["alpha_partial"] = "not refused"
+        except ValueError as error:
+            results["alpha_partial"] = str(error)
         if world_size == 2:  # DDP: the same MLP as one process on the global batch
             inputs, targets = batches(world_size)
             local = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
@@ -477,9 +486,12 @@ def test_dtensor_variants_equal_the_single_process_output(ranks):
     for name, (_, variant) in VARIANT_DTENSORS.items():
         output, same_placements = results[name]
         assert same_placements, name
-        assert torch.equal(output, variant(x)), name
-        # The gradient of a sum is the mask (or noise) itself: the variant of ones.
-        assert torch.equal(results[name + "_grad"], variant(torch.ones_like(x))), name
+        whole = x.clone().requires_grad_()
+        expected = variant(whole)
+        expected.sum().backward()
+        assert torch.equal(output, expected), name
+        assert torch.equal(results[name + "_grad"], whole.grad), name
+    assert "Partial DTensor" in results["alpha_partial"]
 
 
 def test_independent_masks_per_rank(ranks):

@@ -167,7 +167,16 @@ def test_drop_block_takes_independent_masks_but_refuses_shards():
             F.drop_block2d(x, 0.3, 3, seed=1)
         with pytest.raises(ValueError, match="drop_block2d does not take shards"):
             layer(x)
-    assert layer.calls == 0  # refused before the counter moved
+        assert layer.calls == 0  # refused before the counter moved
+        # Where nothing is drawn there is nothing to refuse: a model in eval mode runs.
+        assert F.drop_block2d(x, 0.3, 3, training=False, seed=1) is x
+        assert F.drop_block2d(x, 0.0, 3, seed=1) is x
+        assert layer.eval()(x) is x
+
+
+def test_a_mask_shape_error_under_a_shard_says_it_read_the_global_shape():
+    with pytest.raises(ValueError, match=r"noise_shape.*x is the global tensor: the input is a shard of it"):
+        F.dropout(data((2, 4)), 0.5, seed=0, noise_shape=(2, 1), global_shape=(4, 4), offsets=(2, 0))
 
 
 # (offsets, local shape) of shards of (4, 6, 8) with noise_shape (None, 1, None): split along the
@@ -189,10 +198,8 @@ def test_noise_shape_with_an_explicit_shard_draws_its_slice(offsets, local_shape
 
 
 def test_noise_shape_under_a_shard_is_read_against_the_global_shape():
-    # An explicit size must be the global one: the local size is rejected, naming the argument.
+    # An explicit size must be the global one (the local size is rejected, see the test above).
     x = data((4, 4))
-    with pytest.raises(ValueError, match="noise_shape"):
-        F.dropout(x[2:], 0.5, seed=0, noise_shape=(2, 1), global_shape=(4, 4), offsets=(2, 0))
     y = F.dropout(x[2:], 0.5, seed=0, noise_shape=(4, 1), global_shape=(4, 4), offsets=(2, 0))
     assert torch.equal(y, F.dropout(x, 0.5, seed=0, noise_shape=(4, 1))[2:])
 

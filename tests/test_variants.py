@@ -296,3 +296,26 @@ def test_drop_connect_gradients_match_finite_differences():
             numeric_dw[i] += sign * float((layer(x) * upstream).sum()) / (2 * eps)
             weight[i] -= sign * eps
     np.testing.assert_allclose(layer.weight.grad, numeric_dw, atol=1e-7)
+
+
+# (offsets, local shape) of shards of (5, 6, 7): odd offsets and sizes put elements of one Box-Muller
+# pair (2k, 2k + 1) on both sides of a shard's edge; the second is a last-dim split (20 runs).
+GAUSSIAN_SHARDS = [
+    ((1, 0, 0), (3, 6, 7)),
+    ((0, 1, 3), (5, 4, 3)),
+    ((2, 3, 1), (1, 1, 5)),
+    ((0, 0, 0), (5, 6, 7)),
+]
+
+
+@pytest.mark.parametrize(("offsets", "local_shape"), GAUSSIAN_SHARDS)
+def test_gaussian_noise_of_a_shard_is_its_slice_of_the_global_noise(offsets, local_shape):
+    whole = gaussian_noise((5, 6, 7), 0.3, seed=2**64 - 1, stream=3)
+    part = gaussian_noise(local_shape, 0.3, seed=2**64 - 1, stream=3, global_shape=(5, 6, 7), offsets=offsets)
+    index = tuple(slice(o, o + n) for o, n in zip(offsets, local_shape, strict=True))
+    assert np.array_equal(part, whole[index])  # bit for bit
+
+
+def test_gaussian_noise_needs_global_shape_and_offsets_together():
+    with pytest.raises(ValueError, match="global_shape and offsets go together"):
+        gaussian_noise((2,), 0.3, seed=0, stream=0, global_shape=(4,))

@@ -93,3 +93,12 @@ def check_positive_finite(name: str, value: Any) -> float:
     ):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def check_shard_arguments(global_shape: Any, offsets: Any) -> bool:
+    """Whether ``global_shape`` and ``offsets`` describe a shard: both given, or neither (False)."""
+    if (global_shape is None) != (offsets is None):
+        raise ValueError(
+            f"global_shape and offsets go together: got global_shape={global_shape}, offsets={offsets}"
+        )
+    return global_shape is not None

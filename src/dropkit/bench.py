@@ -25,12 +25,14 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,7 @@ QUICK_REPEATS = 3
 GOAL_SIZE = 2**24  # issue 5's goals are stated at this size
 MEMORY = "memory pass"
 TORCH_HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"  # torch's switch for madvise(MADV_HUGEPAGE) on its CPU allocations
+KERNEL_HUGE_PAGES = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # always, madvise or never
 SEED = 0x5EED
 
 
@@ -129,11 +132,13 @@ class BenchReport:
 
     def _setup_line(self) -> str:
         c = self.config
-        pages = {True: " (THP_MEM_ALLOC_ENABLE=1)", False: " (4 KiB pages)", None: ""}
+        pages = c.get("huge_pages")
+        switch = "" if pages is None else "set" if pages[TORCH_HUGE_PAGES] else "unset"
+        pages_note = "" if pages is None else f" ({TORCH_HUGE_PAGES} {switch}, kernel THP {pages['kernel']})"
         return (
             f"float32, {c['threads']} thread(s) on {c['cpu']} ({c['cores']} cores), median of "
             f"{c['repeats']} after a warm-up; numpy {c['numpy']}, numba {c['numba']}, "
-            f"torch {c['torch']}{pages[c.get('torch_huge_pages')]}"
+            f"torch {c['torch']}{pages_note}"
         )
 
     def _footer(self, markdown: bool) -> list[str]:
@@ -288,12 +293,22 @@ def _set_threads(threads: int, torch: Any) -> None:
         torch.set_num_threads(threads)
 
 
-def _torch_huge_pages() -> bool:
-    """Whether torch's CPU allocator asks for 2 MiB pages: it reads ``atoi($THP_MEM_ALLOC_ENABLE) != 0``."""
+def _huge_pages() -> dict[str, Any]:
+    """What decides the page size of torch's CPU tensors: torch's switch and the kernel's THP mode.
+
+    torch reads ``THP_MEM_ALLOC_ENABLE`` once, with C's ``atoi``, and then advises huge pages for its
+    allocations of 2 MiB or more; the kernel honours that advice in mode ``madvise`` or ``always``, and
+    in ``always`` gives huge pages without it.
+    """
+    setting = re.match(r"\s*[+-]?\d+", os.environ.get(TORCH_HUGE_PAGES, ""))
     try:
-        return int(os.environ.get(TORCH_HUGE_PAGES, "0")) != 0
-    except ValueError:
-        return False
+        mode = re.search(r"\[(\w+)\]", KERNEL_HUGE_PAGES.read_text())
+    except OSError:
+        mode = None
+    return {
+        TORCH_HUGE_PAGES: setting is not None and int(setting.group()) != 0,
+        "kernel": mode.group(1) if mode else "unknown",
+    }
 
 
 def _cpu_name() -> str:
@@ -367,11 +382,11 @@ def run_benchmarks(
     if not numba_available():
         report.notes.append("numba is not used: the dropkit rows time the NumPy reference path")
     if torch is not None:
-        report.config["torch_huge_pages"] = _torch_huge_pages()
-        if not report.config["torch_huge_pages"]:
+        pages = report.config["huge_pages"] = _huge_pages()
+        if pages["kernel"] == "madvise" and not pages[TORCH_HUGE_PAGES]:
             report.notes.append(
-                f"torch's CPU allocator faults new tensors in 4 KiB pages: set {TORCH_HUGE_PAGES}=1 for "
-                "2 MiB pages (docs/benchmarks.md, 'The torch face'), as NumPy does for its arrays"
+                f"torch's CPU allocator faults new tensors in 4 KiB pages here: set {TORCH_HUGE_PAGES}=1 "
+                "for 2 MiB pages (docs/benchmarks.md, 'The torch face'), as NumPy asks for its arrays"
             )
     report.notes.append(
         "memory pass = np.multiply(x, s, out=y) on one thread; torch.mul = torch.mul(x, 2) into a new "

@@ -9,14 +9,15 @@ variance 1. Both draw from the contract's Philox words (:mod:`dropkit.philox`).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
 
-from dropkit._validation import check_float_array, check_probability
+from dropkit._validation import check_float_array, check_probability, check_shard_arguments
 from dropkit.kernels.reference import compute_dtype
 from dropkit.layers import Shape, _MaskDropout, masked_dropout
-from dropkit.philox import keep_mask, random_range
+from dropkit.philox import keep_mask, random_bits, random_range
 from dropkit.sharding import Shard
 
 __all__ = [
@@ -41,15 +42,11 @@ def _check_gaussian_p(p: Any) -> float:
     return p
 
 
-def _standard_normal_range(seed: int, stream: int, start: int, n: int) -> np.ndarray:
-    """``z`` of the flat indexes ``start, ..., start + n - 1`` (float64), by Box–Muller over index pairs."""
-    first = start - (start & 1)  # pairs start at even indexes
-    count = start + n - first
-    words = random_range(seed, stream, first, count + (count & 1)).astype(np.float64)
-    u0, u1 = (words[0::2] + 0.5) * TWO_TO_MINUS_32, (words[1::2] + 0.5) * TWO_TO_MINUS_32
+def _box_muller(w0: np.ndarray, w1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two standard normals ``(r cos t, r sin t)`` of each pair of 32-bit words (float64)."""
+    u0, u1 = (w0.astype(np.float64) + 0.5) * TWO_TO_MINUS_32, (w1.astype(np.float64) + 0.5) * TWO_TO_MINUS_32
     radius, angle = np.sqrt(-2.0 * np.log(u0)), 2.0 * np.pi * u1
-    z = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1).ravel()
-    return z[start - first : start - first + n]
+    return radius * np.cos(angle), radius * np.sin(angle)
 
 
 def gaussian_noise(
@@ -80,16 +77,17 @@ def gaussian_noise(
     True
     """
     p = _check_gaussian_p(p)
-    if (global_shape is None) != (offsets is None):
-        raise ValueError(
-            f"global_shape and offsets go together: got global_shape={global_shape}, offsets={offsets}"
-        )
-    if global_shape is None:
-        z = _standard_normal_range(seed, stream, 0, int(np.prod(shape, dtype=np.int64)))
+    if check_shard_arguments(global_shape, offsets):
+        local_shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
+        index = Shard(global_shape, offsets, local_shape).global_indexes()
+        odd = (index & np.uint64(1)).astype(bool)
+        first = index - odd  # the even index that starts the element's pair
+        cos, sin = _box_muller(random_bits(seed, stream, first), random_bits(seed, stream, first + 1))
+        z = np.where(odd, sin, cos)
     else:
-        starts, length = Shard(tuple(global_shape), tuple(offsets), tuple(shape)).runs
-        runs = [_standard_normal_range(seed, stream, start, length) for start in starts.tolist()]
-        z = np.concatenate(runs) if runs else np.empty(0)
+        n = int(np.prod(shape, dtype=np.int64))
+        words = random_range(seed, stream, 0, n + (n & 1))
+        z = np.stack(_box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n]
     return (1.0 + np.sqrt(p / (1.0 - p)) * z).reshape(shape)
 
 

@@ -238,7 +238,10 @@ class DropBlock2d(_Stochastic):
         self.block_size, self.gamma_scale, self.batchwise = block_size, gamma_scale, bool(batchwise)
 
     def _plan(self, input: Tensor) -> V.Apply:
-        return V.plan_drop_block(input, self.p, self.block_size, self.gamma_scale, self.batchwise)
+        draws = self.training and self.p > 0.0 and input.numel() > 0
+        return V.plan_drop_block(
+            input, self.p, self.block_size, self.gamma_scale, self.batchwise, draws=draws
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -78,6 +78,7 @@ class MaskSlice(NamedTuple):
 
     @classmethod
     def whole(cls, shape: Shape) -> MaskSlice:
+        """The mask of an unsharded input: all of it."""
         return cls(shape, shape, (0,) * len(shape))
 
     def keep(self, p: float, seed: int, stream: int) -> np.ndarray:
@@ -111,7 +112,10 @@ def place(
     shard = None if location is None else location.shard
     if shard is None:
         return Placed(location, MaskSlice.whole(mask_shape_of(tuple(input.shape))))
-    global_mask = mask_shape_of(shard.global_shape)
+    try:
+        global_mask = mask_shape_of(shard.global_shape)
+    except ValueError as error:
+        raise ValueError(f"{error} (x is the global tensor: the input is a shard of it)") from None
     drawn = [m == g for m, g in zip(global_mask, shard.global_shape, strict=True)]  # else broadcast (1)
     shape = tuple(n if d else 1 for n, d in zip(shard.local_shape, drawn, strict=True))
     offsets = tuple(o if d else 0 for o, d in zip(shard.offsets, drawn, strict=True))
@@ -186,6 +190,7 @@ def _self_adjoint(op) -> None:
 
 
 def _mask_slice(mask_shape: list[int], mask_global_shape: list[int], mask_offsets: list[int]) -> MaskSlice:
+    """The :class:`MaskSlice` an op's list arguments spell out (custom ops take lists, not tuples)."""
     return MaskSlice(tuple(mask_shape), tuple(mask_global_shape), tuple(mask_offsets))
 
 
@@ -353,7 +358,13 @@ def run(
     return apply(seed, stream)
 
 
-def _on_local(op: Callable[[Tensor, Tensor], Tensor], input: Tensor, placed: Placed, seed, stream) -> Tensor:
+def _on_local(
+    op: Callable[[Tensor, Tensor], Tensor],
+    input: Tensor,
+    placed: Placed,
+    seed: int | None,
+    stream: int | Tensor,
+) -> Tensor:
     """``op(local input, key)`` on the input's local tensor (a DTensor's shard), rewrapped like ``input``."""
     key = distributed.located_key(seed, stream, placed.location)
     local = distributed.to_local(input, placed.location)
@@ -361,6 +372,7 @@ def _on_local(op: Callable[[Tensor, Tensor], Tensor], input: Tensor, placed: Pla
 
 
 def _copy_if(inplace: bool, input: Tensor, output: Tensor) -> Tensor:
+    """``output`` written into ``input`` when in place, else ``output`` itself."""
     return input.copy_(output) if inplace else output
 
 
@@ -368,7 +380,13 @@ def _copy_if(inplace: bool, input: Tensor, output: Tensor) -> Tensor:
 
 
 def _bernoulli(
-    input: Tensor, p: float, placed: Placed, scale: float, inplace: bool, seed: int | None, stream
+    input: Tensor,
+    p: float,
+    placed: Placed,
+    scale: float,
+    inplace: bool,
+    seed: int | None,
+    stream: int | Tensor,
 ) -> Tensor:
     def op(x: Tensor, key: Tensor) -> Tensor:
         return _masked(x, key, p, scale, placed.mask)
@@ -419,7 +437,7 @@ def plan_drop_path(input: Tensor, p: float, mode: str, scale_by_keep: bool) -> A
     return functools.partial(_bernoulli, input, p, placed, scale, False)
 
 
-def _gaussian(input: Tensor, p: float, placed: Placed, seed: int | None, stream) -> Tensor:
+def _gaussian(input: Tensor, p: float, placed: Placed, seed: int | None, stream: int | Tensor) -> Tensor:
     _, global_shape, offsets = placed.mask
 
     def op(x: Tensor, key: Tensor) -> Tensor:
@@ -434,7 +452,9 @@ def plan_gaussian(input: Tensor, p: float) -> Apply:
     return functools.partial(_gaussian, input, p, place(input, lambda shape: shape))
 
 
-def _alpha(input: Tensor, p: float, placed: Placed, inplace: bool, seed: int | None, stream) -> Tensor:
+def _alpha(
+    input: Tensor, p: float, placed: Placed, inplace: bool, seed: int | None, stream: int | Tensor
+) -> Tensor:
     def op(x: Tensor, key: Tensor) -> Tensor:
         # p == 1 gives zeros, as torch does; a = 1/sqrt(...(1 - p)) is infinite there.
         if p == 1.0:
@@ -448,6 +468,12 @@ def plan_alpha(input: Tensor, p: float, inplace: bool, feature: bool) -> Apply:
     """Alpha dropout (per element, or per channel when ``feature``), keeping SELU's mean and variance."""
     check_input(input)
     placed = place(input, lambda shape: _alpha_mask_shape(shape, feature))
+    dtensor = placed.location is not None and placed.location.dtensor
+    if dtensor and any(placement.is_partial() for placement in input.placements):
+        raise ValueError(
+            "alpha dropout is affine (a x + b), so on a Partial DTensor every rank would add b: "
+            "redistribute the input to Replicate or Shard placements first"
+        )
     return functools.partial(_alpha, input, p, placed, inplace)
 
 
@@ -459,18 +485,24 @@ def _drop_block(
     batchwise: bool,
     location: distributed.Location | None,
     seed: int | None,
-    stream,
+    stream: int | Tensor,
 ) -> Tensor:
     key = distributed.located_key(seed, stream, location)
     return drop_block2d_op(input, key, p, block_size, float(gamma_scale), batchwise)
 
 
-def plan_drop_block(input: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool) -> Apply:
-    """DropBlock over ``(N, C, H, W)``: zero ``block_size`` squares; ``batchwise``: one mask for all."""
+def plan_drop_block(
+    input: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool, *, draws: bool
+) -> Apply:
+    """DropBlock over ``(N, C, H, W)``: zero ``block_size`` squares; ``batchwise``: one mask for all.
+
+    ``draws``: whether this call draws a mask (training, ``p > 0``, a non-empty input); only then is a
+    shard an error, so a model in eval mode runs under ``data_parallel``.
+    """
     check_input(input)
     _check_block(tuple(input.shape), block_size, gamma_scale, batchwise)
     location = distributed.locate(input)
-    if location is not None and (location.shard is not None or location.dtensor):
+    if draws and location is not None and (location.shard is not None or location.dtensor):
         raise ValueError(
             "drop_block2d does not take shards (data_parallel, a DTensor): it rescales by the kept "
             "fraction of the whole tensor, which one shard cannot know; independent_masks works"
@@ -722,5 +754,6 @@ def drop_block2d(
     True
     """
     p = check_probability(p)
-    apply = plan_drop_block(input, p, block_size, gamma_scale, batchwise)
+    draws = training and p > 0.0 and input.numel() > 0
+    apply = plan_drop_block(input, p, block_size, gamma_scale, batchwise, draws=draws)
     return run(input, p, training, False, seed, stream, apply)

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dropkit._validation import check_uint64
+from dropkit._validation import check_shard_arguments, check_uint64
 from dropkit.sharding import Shard
 from dropkit.torch import _ops
 
@@ -43,12 +43,9 @@ __all__ = [
     "data_parallel",
     "dropout_sharded_op",
     "dtensor_shard",
-    "from_local",
     "independent_masks",
     "locate",
-    "located_key",
     "rank_stream",
-    "to_local",
 ]
 
 RANK_STREAM_BITS = 32  # under independent_masks, rank r's stream s is (r << 32) | s
@@ -281,11 +278,7 @@ def locate(
     Raises ``ValueError`` naming the argument for a shard that does not fit ``input``.
     """
     dtensor = _is_dtensor(input)
-    if (global_shape is None) != (offsets is None):
-        raise ValueError(
-            f"global_shape and offsets go together: got global_shape={global_shape}, offsets={offsets}"
-        )
-    if dtensor and global_shape is not None:
+    if check_shard_arguments(global_shape, offsets) and dtensor:
         raise ValueError(
             "global_shape and offsets come from a DTensor's placements: pass them for plain tensors"
         )

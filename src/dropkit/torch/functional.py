@@ -105,7 +105,8 @@ def dropout(
             default CPU generator on every call, so ``torch.manual_seed`` reproduces it.
         stream: unsigned 64-bit stream (default 0); needs an explicit ``seed``.
         noise_shape: Keras' mask shape: ``input``'s rank, each entry 1 (the mask is shared along that
-            dim), ``None`` or the input's size; the mask is drawn over it and broadcast.
+            dim), ``None`` or the input's size (the global tensor's, for a shard); the mask is drawn
+            over it and broadcast.
         global_shape, offsets: ``input`` is the slice at ``offsets`` of a global tensor of
             ``global_shape``, and draws that slice of the global mask (see docs/distributed.md).
 
