@@ -92,6 +92,33 @@ def test_data_parallel_ranks_draw_the_single_process_output(name, split):
     assert torch.equal(grads, whole.grad)
 
 
+@pytest.mark.parametrize("name", VARIANTS)
+def test_an_explicit_shard_draws_its_slice_of_the_single_process_output(name):
+    # A block in the first two dims and one along the last: offsets along drawn and broadcast dims.
+    fn, shape, _ = VARIANTS[name]
+    x = data(shape)
+    expected = fn(x, **KEY)
+    blocks = [
+        ((1, 1) + (0,) * (len(shape) - 2), (shape[0] - 3, shape[1] - 1, *shape[2:])),
+        ((0,) * (len(shape) - 1) + (2,), (*shape[:-1], shape[-1] - 2)),
+    ]
+    for offsets, local_shape in blocks:
+        index = tuple(slice(o, o + n) for o, n in zip(offsets, local_shape, strict=True))
+        got = fn(x[index].contiguous(), global_shape=shape, offsets=offsets, **KEY)
+        assert torch.equal(got, expected[index]), (offsets, local_shape)
+
+
+def test_module_forward_takes_an_explicit_shard():
+    x = data((6, 3, 4, 5))
+    single, shard = dt.Dropout2d(0.5, seed=4), dt.Dropout2d(0.5, seed=4)
+    expected = single(x)
+    assert torch.equal(shard(x[:, 1:], global_shape=x.shape, offsets=(0, 1, 0, 0)), expected[:, 1:])
+    assert shard.calls == 1
+    with pytest.raises(ValueError, match="global_shape and offsets go together"):
+        shard(x, global_shape=x.shape)
+    assert shard.calls == 1  # refused before the counter moved
+
+
 def test_without_the_context_every_rank_draws_the_first_rows():
     # What the context fixes: a rank's local batch alone draws rows [0, B) of the mask.
     fn, shape, _ = VARIANTS["dropout2d"]
@@ -168,6 +195,8 @@ def test_drop_block_takes_independent_masks_but_refuses_shards():
         with pytest.raises(ValueError, match="drop_block2d does not take shards"):
             layer(x)
         assert layer.calls == 0  # refused before the counter moved
+    with pytest.raises(ValueError, match="drop_block2d does not take shards"):
+        F.drop_block2d(x[2:], 0.3, 3, seed=1, global_shape=(8, 2, 6, 6), offsets=(6, 0, 0, 0))
         # Where nothing is drawn there is nothing to refuse: a model in eval mode runs.
         assert F.drop_block2d(x, 0.3, 3, training=False, seed=1) is x
         assert F.drop_block2d(x, 0.0, 3, seed=1) is x

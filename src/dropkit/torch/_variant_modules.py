@@ -47,16 +47,29 @@ class _Stochastic(SeededModule):
         super().__init__(seed=seed)
         self.p = p  # checked by the subclass, whose range it knows
 
-    def _plan(self, input: Tensor) -> V.Apply:
+    def _plan(
+        self, input: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None
+    ) -> V.Apply:
         raise NotImplementedError
 
     def _check_p(self) -> None:
         check_probability(self.p)  # p may have been reassigned since construction (a schedule)
 
-    def forward(self, input: Tensor) -> Tensor:
-        """The variant applied in training (a fresh mask per call); ``input`` in eval or at ``p == 0``."""
+    def forward(
+        self,
+        input: Tensor,
+        *,
+        global_shape: Sequence[int] | None = None,
+        offsets: Sequence[int] | None = None,
+    ) -> Tensor:
+        """The variant applied in training (a fresh mask per call); ``input`` in eval or at ``p == 0``.
+
+        ``global_shape``, ``offsets``: ``input`` is that slice of a global tensor (docs/distributed.md).
+        """
         self._check_p()
-        apply = self._plan(input)  # every check first: a rejected input moves no counter
+        apply = self._plan(
+            input, global_shape, offsets
+        )  # every check first: a rejected input moves no counter
         if not self.training:
             return input
         check_inplace(input, self.inplace)
@@ -73,8 +86,12 @@ class _ChannelDropout(_Stochastic):
         super().__init__(check_probability(p), seed=seed)
         self.inplace = inplace
 
-    def _plan(self, input: Tensor) -> V.Apply:
-        return V.plan_channel(input, self.p, self.inplace, self.spatial_dims)
+    def _plan(
+        self, input: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None
+    ) -> V.Apply:
+        return V.plan_channel(
+            input, self.p, self.inplace, self.spatial_dims, global_shape=global_shape, offsets=offsets
+        )
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}{self._seed_repr()}"
@@ -131,8 +148,10 @@ class LockedDropout(_Stochastic):
         super().__init__(check_probability(p), seed=seed)
         self.batch_first = bool(batch_first)
 
-    def _plan(self, input: Tensor) -> V.Apply:
-        return V.plan_locked(input, self.p, self.batch_first)
+    def _plan(
+        self, input: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None
+    ) -> V.Apply:
+        return V.plan_locked(input, self.p, self.batch_first, global_shape=global_shape, offsets=offsets)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, batch_first={self.batch_first}{self._seed_repr()}"
@@ -154,8 +173,12 @@ class DropPath(_Stochastic):
         self.mode = mode
         self.scale_by_keep = bool(scale_by_keep)
 
-    def _plan(self, input: Tensor) -> V.Apply:
-        return V.plan_drop_path(input, self.p, self.mode, self.scale_by_keep)
+    def _plan(
+        self, input: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None
+    ) -> V.Apply:
+        return V.plan_drop_path(
+            input, self.p, self.mode, self.scale_by_keep, global_shape=global_shape, offsets=offsets
+        )
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode!r}, scale_by_keep={self.scale_by_keep}{self._seed_repr()}"
@@ -175,8 +198,10 @@ class GaussianDropout(_Stochastic):
     def _check_p(self) -> None:
         _check_gaussian_p(self.p)
 
-    def _plan(self, input: Tensor) -> V.Apply:
-        return V.plan_gaussian(input, self.p)
+    def _plan(
+        self, input: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None
+    ) -> V.Apply:
+        return V.plan_gaussian(input, self.p, global_shape=global_shape, offsets=offsets)
 
     def extra_repr(self) -> str:
         return f"p={self.p}{self._seed_repr()}"
@@ -197,8 +222,12 @@ class AlphaDropout(_Stochastic):
         super().__init__(check_probability(p), seed=seed)
         self.inplace = inplace
 
-    def _plan(self, input: Tensor) -> V.Apply:
-        return V.plan_alpha(input, self.p, self.inplace, self.feature)
+    def _plan(
+        self, input: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None
+    ) -> V.Apply:
+        return V.plan_alpha(
+            input, self.p, self.inplace, self.feature, global_shape=global_shape, offsets=offsets
+        )
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}{self._seed_repr()}"
@@ -237,10 +266,19 @@ class DropBlock2d(_Stochastic):
         super().__init__(check_probability(p), seed=seed)
         self.block_size, self.gamma_scale, self.batchwise = block_size, gamma_scale, bool(batchwise)
 
-    def _plan(self, input: Tensor) -> V.Apply:
+    def _plan(
+        self, input: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None
+    ) -> V.Apply:
         draws = self.training and self.p > 0.0 and input.numel() > 0
         return V.plan_drop_block(
-            input, self.p, self.block_size, self.gamma_scale, self.batchwise, draws=draws
+            input,
+            self.p,
+            self.block_size,
+            self.gamma_scale,
+            self.batchwise,
+            draws=draws,
+            global_shape=global_shape,
+            offsets=offsets,
         )
 
     def extra_repr(self) -> str:
@@ -261,8 +299,12 @@ class _WeightDropout(_Stochastic):
     def _next_stream(self) -> int | Tensor:
         return super()._next_stream() * self.count + self.index
 
-    def _plan(self, weight: Tensor) -> V.Apply:
-        return V.plan_dropout(weight, self.p, False, None, batched=False)
+    def _plan(
+        self, weight: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None
+    ) -> V.Apply:
+        return V.plan_dropout(
+            weight, self.p, False, None, global_shape=global_shape, offsets=offsets, batched=False
+        )
 
     def extra_repr(self) -> str:
         return f"p={self.p}{self._seed_repr()}"

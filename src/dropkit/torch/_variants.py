@@ -22,8 +22,8 @@ run-time value under ``torch.compile``.
 Randomness is the core's: ``seed=None`` draws a fresh 63-bit seed from torch's default CPU generator per
 call and uses stream 0; an explicit ``seed`` takes ``stream`` (default 0).
 
-Sharded (a DTensor, :func:`~dropkit.torch.distributed.data_parallel`, or ``global_shape``/``offsets`` with
-``noise_shape``), a variant draws over the *global* input's mask shape and takes the slice its local tensor
+Sharded (``global_shape``/``offsets``, a DTensor, or :func:`~dropkit.torch.distributed.data_parallel`), a
+variant draws over the *global* input's mask shape and takes the slice its local tensor
 covers (:class:`MaskSlice`), so the ranks' outputs are one process's; ``independent_masks`` folds the rank
 into the stream. DropBlock, which rescales by the kept fraction of the whole tensor, takes no shard.
 """
@@ -399,9 +399,9 @@ def plan_dropout(
     p: float,
     inplace: bool,
     noise_shape: Sequence[int | None] | None,
+    *,
     global_shape: Sequence[int] | None = None,
     offsets: Sequence[int] | None = None,
-    *,
     batched: bool = True,
 ) -> Apply:
     """Bernoulli dropout drawn over Keras' ``noise_shape`` (of the global shape) and broadcast to the input.
@@ -415,24 +415,47 @@ def plan_dropout(
     return functools.partial(_bernoulli, input, p, placed, training_scale(p), inplace)
 
 
-def plan_channel(input: Tensor, p: float, inplace: bool, spatial_dims: int) -> Apply:
+def plan_channel(
+    input: Tensor,
+    p: float,
+    inplace: bool,
+    spatial_dims: int,
+    *,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+) -> Apply:
     """Channel dropout: one mask entry per (sample, channel), shared over ``spatial_dims`` trailing axes."""
     check_input(input)
-    placed = place(input, lambda shape: channel_mask_shape(shape, spatial_dims))
+    placed = place(input, lambda shape: channel_mask_shape(shape, spatial_dims), global_shape, offsets)
     return functools.partial(_bernoulli, input, p, placed, training_scale(p), inplace)
 
 
-def plan_locked(input: Tensor, p: float, batch_first: bool) -> Apply:
+def plan_locked(
+    input: Tensor,
+    p: float,
+    batch_first: bool,
+    *,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+) -> Apply:
     """Locked dropout: one mask per sequence, shared over the time axis."""
     check_input(input)
-    placed = place(input, lambda shape: locked_mask_shape(shape, batch_first))
+    placed = place(input, lambda shape: locked_mask_shape(shape, batch_first), global_shape, offsets)
     return functools.partial(_bernoulli, input, p, placed, training_scale(p), False)
 
 
-def plan_drop_path(input: Tensor, p: float, mode: str, scale_by_keep: bool) -> Apply:
+def plan_drop_path(
+    input: Tensor,
+    p: float,
+    mode: str,
+    scale_by_keep: bool,
+    *,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+) -> Apply:
     """Drop path: one decision per sample (``"row"``) or per batch; ``1/(1-p)`` if ``scale_by_keep``."""
     check_input(input)
-    placed = place(input, lambda shape: drop_path_mask_shape(shape, mode))
+    placed = place(input, lambda shape: drop_path_mask_shape(shape, mode), global_shape, offsets)
     scale = training_scale(p) if scale_by_keep else 1.0
     return functools.partial(_bernoulli, input, p, placed, scale, False)
 
@@ -446,10 +469,16 @@ def _gaussian(input: Tensor, p: float, placed: Placed, seed: int | None, stream:
     return _on_local(op, input, placed, seed, stream)
 
 
-def plan_gaussian(input: Tensor, p: float) -> Apply:
+def plan_gaussian(
+    input: Tensor,
+    p: float,
+    *,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+) -> Apply:
     """Gaussian dropout: ``y = x * eps``, ``eps ~ N(1, p/(1-p))`` per element."""
     check_input(input)
-    return functools.partial(_gaussian, input, p, place(input, lambda shape: shape))
+    return functools.partial(_gaussian, input, p, place(input, lambda shape: shape, global_shape, offsets))
 
 
 def _alpha(
@@ -464,10 +493,18 @@ def _alpha(
     return _copy_if(inplace, input, _on_local(op, input, placed, seed, stream))
 
 
-def plan_alpha(input: Tensor, p: float, inplace: bool, feature: bool) -> Apply:
+def plan_alpha(
+    input: Tensor,
+    p: float,
+    inplace: bool,
+    feature: bool,
+    *,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+) -> Apply:
     """Alpha dropout (per element, or per channel when ``feature``), keeping SELU's mean and variance."""
     check_input(input)
-    placed = place(input, lambda shape: _alpha_mask_shape(shape, feature))
+    placed = place(input, lambda shape: _alpha_mask_shape(shape, feature), global_shape, offsets)
     dtensor = placed.location is not None and placed.location.dtensor
     if dtensor and any(placement.is_partial() for placement in input.placements):
         raise ValueError(
@@ -492,7 +529,15 @@ def _drop_block(
 
 
 def plan_drop_block(
-    input: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool, *, draws: bool
+    input: Tensor,
+    p: float,
+    block_size: int,
+    gamma_scale: float,
+    batchwise: bool,
+    *,
+    draws: bool,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Apply:
     """DropBlock over ``(N, C, H, W)``: zero ``block_size`` squares; ``batchwise``: one mask for all.
 
@@ -501,11 +546,12 @@ def plan_drop_block(
     """
     check_input(input)
     _check_block(tuple(input.shape), block_size, gamma_scale, batchwise)
-    location = distributed.locate(input)
+    location = distributed.locate(input, global_shape, offsets)
     if draws and location is not None and (location.shard is not None or location.dtensor):
         raise ValueError(
-            "drop_block2d does not take shards (data_parallel, a DTensor): it rescales by the kept "
-            "fraction of the whole tensor, which one shard cannot know; independent_masks works"
+            "drop_block2d does not take shards (global_shape/offsets, data_parallel, a DTensor): it "
+            "rescales by the kept fraction of the whole tensor, which one shard cannot know; "
+            "independent_masks works"
         )
     return functools.partial(_drop_block, input, p, block_size, gamma_scale, bool(batchwise), location)
 
@@ -526,7 +572,7 @@ def noise_shape_dropout(
 ) -> Tensor:
     """:func:`dropkit.torch.dropout` with ``noise_shape`` given (it documents the arguments)."""
     p = check_probability(p)
-    apply = plan_dropout(input, p, inplace, noise_shape, global_shape, offsets)
+    apply = plan_dropout(input, p, inplace, noise_shape, global_shape=global_shape, offsets=offsets)
     return run(input, p, training, inplace, seed, stream, apply)
 
 
@@ -539,6 +585,8 @@ def channel_dropout(
     spatial_dims: int = 2,
     seed: int | None = None,
     stream: int | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """Channel dropout: zero whole feature maps (torch's ``dropout1d/2d/3d``, Keras' SpatialDropout).
 
@@ -552,6 +600,7 @@ def channel_dropout(
             is ``(C, H, W)``).
         p: probability of *dropping* a channel, in [0, 1].
         training, inplace, seed, stream: as in :func:`dropkit.torch.dropout`.
+        global_shape, offsets: ``input`` is that slice of a global tensor (docs/distributed.md).
         spatial_dims: 1, 2 or 3 for torch's ``dropout1d``, ``dropout2d``, ``dropout3d``.
 
     Shape: output has ``input``'s shape.
@@ -560,7 +609,7 @@ def channel_dropout(
     tensor([0., 2., 2.])
     """
     p = check_probability(p)
-    apply = plan_channel(input, p, inplace, spatial_dims)
+    apply = plan_channel(input, p, inplace, spatial_dims, global_shape=global_shape, offsets=offsets)
     return run(input, p, training, inplace, seed, stream, apply)
 
 
@@ -572,9 +621,21 @@ def dropout1d(
     *,
     seed: int | None = None,
     stream: int | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """torch's ``F.dropout1d``: :func:`channel_dropout` of ``(N, C, L)`` or ``(C, L)``."""
-    return channel_dropout(input, p, training, inplace, spatial_dims=1, seed=seed, stream=stream)
+    return channel_dropout(
+        input,
+        p,
+        training,
+        inplace,
+        spatial_dims=1,
+        seed=seed,
+        stream=stream,
+        global_shape=global_shape,
+        offsets=offsets,
+    )
 
 
 def dropout2d(
@@ -585,13 +646,25 @@ def dropout2d(
     *,
     seed: int | None = None,
     stream: int | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """torch's ``F.dropout2d``: :func:`channel_dropout` of ``(N, C, H, W)`` or ``(C, H, W)``.
 
     Unlike torch, a 3-D input is always the unbatched ``(C, H, W)``, with no warning; use
     :func:`dropout1d` for ``(N, C, L)``.
     """
-    return channel_dropout(input, p, training, inplace, spatial_dims=2, seed=seed, stream=stream)
+    return channel_dropout(
+        input,
+        p,
+        training,
+        inplace,
+        spatial_dims=2,
+        seed=seed,
+        stream=stream,
+        global_shape=global_shape,
+        offsets=offsets,
+    )
 
 
 def dropout3d(
@@ -602,9 +675,21 @@ def dropout3d(
     *,
     seed: int | None = None,
     stream: int | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """torch's ``F.dropout3d``: :func:`channel_dropout` of ``(N, C, D, H, W)`` or ``(C, D, H, W)``."""
-    return channel_dropout(input, p, training, inplace, spatial_dims=3, seed=seed, stream=stream)
+    return channel_dropout(
+        input,
+        p,
+        training,
+        inplace,
+        spatial_dims=3,
+        seed=seed,
+        stream=stream,
+        global_shape=global_shape,
+        offsets=offsets,
+    )
 
 
 def locked_dropout(
@@ -615,12 +700,15 @@ def locked_dropout(
     batch_first: bool = False,
     seed: int | None = None,
     stream: int | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """Locked (variational) dropout: one mask per sequence, shared by every time step (AWD-LSTM).
 
     ``y[t] = x[t] * m / (1 - p)`` for every ``t``, ``m = keep_mask((1, N, *features), p, seed, stream)``.
     Use it on RNN inputs and outputs (Gal & Ghahramani 2016): a fresh mask per step injects noise the
-    recurrence amplifies.
+    recurrence amplifies. With ``global_shape``/``offsets``, ``input`` is that slice of a global tensor
+    and draws its slice of the global output (docs/distributed.md), as in :func:`dropkit.torch.dropout`.
 
     Shape: ``(T, N, *features)`` (or unbatched ``(T, features)``), or ``(N, T, *features)`` with
     ``batch_first``; output the same.
@@ -630,7 +718,8 @@ def locked_dropout(
     True
     """
     p = check_probability(p)
-    return run(input, p, training, False, seed, stream, plan_locked(input, p, batch_first))
+    apply = plan_locked(input, p, batch_first, global_shape=global_shape, offsets=offsets)
+    return run(input, p, training, False, seed, stream, apply)
 
 
 def drop_path(
@@ -642,13 +731,17 @@ def drop_path(
     scale_by_keep: bool = True,
     seed: int | None = None,
     stream: int | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """Drop path / stochastic depth (Huang et al. 2016): drop a residual branch for whole samples.
 
     ``y = x * m * s`` with ``m = keep_mask((N, 1, ...), p)`` (``mode="row"``, timm's ``drop_path``) or
     ``keep_mask((1, 1, ...), p)`` (``mode="batch"``, torchvision's ``stochastic_depth``), and
     ``s = 1 / (1 - p)`` unless ``scale_by_keep=False`` (timm). Apply it to a branch before the residual
-    addition: ``x + drop_path(f(x), p)``. Inference is the identity.
+    addition: ``x + drop_path(f(x), p)``. Inference is the identity. With ``global_shape``/``offsets``,
+    ``input`` is that slice of a global tensor and draws its slice of the global output
+    (docs/distributed.md), as in :func:`dropkit.torch.dropout`.
 
     Shape: ``(N, ...)``; output the same.
 
@@ -656,7 +749,8 @@ def drop_path(
     tensor([0., 2., 2., 2.])
     """
     p = check_probability(p)
-    return run(input, p, training, False, seed, stream, plan_drop_path(input, p, mode, scale_by_keep))
+    apply = plan_drop_path(input, p, mode, scale_by_keep, global_shape=global_shape, offsets=offsets)
+    return run(input, p, training, False, seed, stream, apply)
 
 
 def gaussian_dropout(
@@ -666,6 +760,8 @@ def gaussian_dropout(
     *,
     seed: int | None = None,
     stream: int | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """Gaussian dropout (Srivastava et al. 2014, section 10; Keras' GaussianDropout): ``y = x * eps``.
 
@@ -676,12 +772,14 @@ def gaussian_dropout(
 
     Args:
         p: the dropout rate it imitates, in [0, 1).
+        global_shape, offsets: ``input`` is that slice of a global tensor (docs/distributed.md).
 
     >>> gaussian_dropout(torch.ones(3), 0.0, seed=0)
     tensor([1., 1., 1.])
     """
     p = _check_gaussian_p(p)
-    return run(input, p, training, False, seed, stream, plan_gaussian(input, p))
+    apply = plan_gaussian(input, p, global_shape=global_shape, offsets=offsets)
+    return run(input, p, training, False, seed, stream, apply)
 
 
 def alpha_dropout(
@@ -692,13 +790,17 @@ def alpha_dropout(
     *,
     seed: int | None = None,
     stream: int | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """Alpha dropout for SELU networks (Klambauer et al. 2017), torch's ``F.alpha_dropout``.
 
     ``y = a x + a alpha' p`` where kept, ``-a alpha' (1 - p)`` where dropped, with
     ``alpha' = 1.7580993408473766`` and ``a = ((1 - p)(1 + p alpha'^2))^(-1/2)``: zero-mean unit-variance
     inputs stay so. ``p == 1`` gives zeros (and a zero gradient), as torch does. ``training`` defaults
-    to False, as in torch.
+    to False, as in torch. With ``global_shape``/``offsets``, ``input`` is that slice of a global tensor
+    and draws its slice of the global output (docs/distributed.md); a ``Partial`` DTensor is refused,
+    since the map is affine.
 
     >>> x = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
     >>> y = alpha_dropout(x, 0.2, True, seed=0)
@@ -706,7 +808,8 @@ def alpha_dropout(
     (True, True)
     """
     p = check_probability(p)
-    return run(input, p, training, inplace, seed, stream, plan_alpha(input, p, inplace, False))
+    apply = plan_alpha(input, p, inplace, False, global_shape=global_shape, offsets=offsets)
+    return run(input, p, training, inplace, seed, stream, apply)
 
 
 def feature_alpha_dropout(
@@ -717,11 +820,14 @@ def feature_alpha_dropout(
     *,
     seed: int | None = None,
     stream: int | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """:func:`alpha_dropout` of whole channels (torch's ``F.feature_alpha_dropout``): the mask is
     drawn over ``(N, C, 1, ...)`` of an ``(N, C, ...)`` input."""
     p = check_probability(p)
-    return run(input, p, training, inplace, seed, stream, plan_alpha(input, p, inplace, True))
+    apply = plan_alpha(input, p, inplace, True, global_shape=global_shape, offsets=offsets)
+    return run(input, p, training, inplace, seed, stream, apply)
 
 
 def drop_block2d(
@@ -734,6 +840,8 @@ def drop_block2d(
     batchwise: bool = False,
     seed: int | None = None,
     stream: int | None = None,
+    global_shape: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """DropBlock (Ghiasi et al. 2018) with timm's block size and seed rate: zero ``block_size`` squares.
 
@@ -746,6 +854,8 @@ def drop_block2d(
         block_size: side of the dropped squares, a positive int (clipped to the feature map).
         gamma_scale: positive factor on the seed rate.
         batchwise: one mask for the whole batch (drawn over ``(1, C, H, W)``).
+        global_shape, offsets: a ``ValueError`` when the call draws: the ``numel / kept`` rescale is
+            over the whole tensor, which one shard cannot know (so are DTensors and ``data_parallel``).
 
     Shape: ``(N, C, H, W)``; output the same.
 
@@ -755,5 +865,7 @@ def drop_block2d(
     """
     p = check_probability(p)
     draws = training and p > 0.0 and input.numel() > 0
-    apply = plan_drop_block(input, p, block_size, gamma_scale, batchwise, draws=draws)
+    apply = plan_drop_block(
+        input, p, block_size, gamma_scale, batchwise, draws=draws, global_shape=global_shape, offsets=offsets
+    )
     return run(input, p, training, False, seed, stream, apply)
