@@ -139,11 +139,23 @@ def test_cli_prints_the_table_and_writes_json_and_markdown(tmp_path, capsys):
         (["--ps", "1.0"], "p must be below 1 for the benchmark"),
         (["--ps", "-0.5"], "dropout probability has to be between 0 and 1"),
         (["--repeats", "0"], "repeats must be a positive integer, got 0"),
+        (["--markdown", "no-such-folder/bench.md"], "--markdown: the folder of 'no-such-folder/bench.md'"),
     ],
 )
-def test_cli_rejects_bad_values_with_status_2(options, message, capsys):
-    assert main(["bench", "--sizes", "64", "--no-torch", "--no-first-call", *options]) == 2
+def test_cli_rejects_bad_values_with_status_2(options, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    command = ["bench", "--sizes", "64", "--no-torch", "--no-first-call", "--json", "b.json", *options]
+    assert main(command) == 2
     assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # rejected before anything ran or was written
+
+
+def test_the_thread_counts_are_restored_after_a_run():
+    numba = pytest.importorskip("numba")
+    torch = pytest.importorskip("torch")
+    before = numba.get_num_threads(), torch.get_num_threads()
+    run_benchmarks([64], [0.5], repeats=1, threads=1)
+    assert (numba.get_num_threads(), torch.get_num_threads()) == before
 
 
 def test_sizes_parse_powers_of_two_and_reject_the_rest():

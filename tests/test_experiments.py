@@ -101,6 +101,16 @@ def test_idx_dataset_reads_raw_and_gzipped_files_and_scales_to_unit_range(tmp_pa
     assert data.classes == 10
 
 
+@pytest.mark.parametrize(
+    "labels", [np.array([0, -1, 2], dtype=np.int16), np.array([0.0, 1.0, 2.0])], ids=["negative", "float"]
+)
+def test_idx_labels_must_be_non_negative_integers(tmp_path, labels):
+    write_mnist_like(tmp_path, compress=set())
+    (tmp_path / IDX_FILES[3]).write_bytes(idx_bytes(labels))
+    with pytest.raises(ValueError, match="expected non-negative integer class labels"):
+        load_dataset("fashion-mnist", seed=0, data_dir=tmp_path)
+
+
 def test_missing_idx_files_give_one_message_with_every_name_and_the_source(tmp_path):
     (tmp_path / IDX_FILES[0]).write_bytes(b"")
     with pytest.raises(FileNotFoundError) as error:

@@ -52,9 +52,17 @@ def test_backward_replays_the_latest_training_mask():
     layer, x = Dropout(0.5, seed=9), np.ones(64)
     layer(x)
     second = layer(x)
-    layer.forward(x, training=False)  # inference does not replace what backward replays
     np.testing.assert_array_equal(layer.backward(np.ones(64)), second)
     assert layer._replay.packed_mask is None  # (seed, stream) kept, no mask
+
+
+@pytest.mark.parametrize(("mode", "factor"), [("inverted", 1.0), ("classic", 0.75)])
+def test_backward_after_an_inference_forward_is_inferences_derivative(mode, factor):
+    # Inference is x (inverted) or x * (1 - p) (classic): linear, so its gradient is the same map.
+    layer, x, grad = Dropout(0.25, seed=9, mode=mode), np.ones(64), np.arange(64.0)
+    layer(x)  # a training call first: backward must not replay its mask
+    layer.forward(x, training=False)
+    np.testing.assert_array_equal(layer.backward(grad), grad * factor)
 
 
 def test_backward_keeps_at_most_one_bit_per_element_for_a_supplied_mask():

@@ -108,6 +108,32 @@ def test_idx_dataset_trains_end_to_end(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["data"]["val_source"] == "t10k (test) files"
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_a_diverged_run_writes_strict_json_with_null_for_nan(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        run_cli(
+            [
+                "train",
+                "--lr",
+                "1e6",
+                "--epochs",
+                "2",
+                "--hidden",
+                "16",
+                "--mc-samples",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    text = (out / "metrics.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))
+    assert "null" in text  # the diverged losses
+
+
 def test_write_files_leaves_nothing_behind_when_one_file_fails(tmp_path):
     out = tmp_path / "new"
     with pytest.raises(FileNotFoundError):

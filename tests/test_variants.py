@@ -279,6 +279,23 @@ def test_drop_connect_drops_weights_with_the_torch_layout_mask():
     np.testing.assert_array_equal(layer.eval()(x), x @ layer.weight.value + layer.bias.value)
 
 
+def test_drop_connect_checks_p_before_any_state_moves_and_backward_uses_the_forwards_p():
+    from dropkit.dropconnect import DropConnectLinear
+
+    layer = DropConnectLinear(4, 3, 0.5, rng=np.random.default_rng(1), seed=3, dtype=np.float64)
+    x, upstream = np.ones((2, 4)), np.ones((2, 3))
+    layer.p = 1.5
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        layer(x)
+    assert layer.calls == 0
+    layer.p = 0.5
+    layer(x)
+    layer.p = 0.0  # a schedule moving p between forward and backward: backward replays the forward's
+    layer.backward(upstream)
+    keep = dropkit.keep_mask((3, 4), 0.5, seed=3, stream=0).T
+    np.testing.assert_array_equal(layer.weight.grad, np.where(keep, 2.0 * 2.0, 0.0))
+
+
 def test_drop_connect_gradients_match_finite_differences():
     from dropkit.dropconnect import DropConnectLinear
 

@@ -22,6 +22,7 @@ Nothing is imported at module level beyond NumPy, so ``dropkit --help`` stays fa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,9 +278,12 @@ def _time_textbook(x: np.ndarray, p: float, repeats: int) -> tuple[dict[str, flo
     return times, state["mask"].nbytes / x.size
 
 
-def _set_threads(threads: int, torch: Any) -> None:
+@contextlib.contextmanager
+def _threads(threads: int, torch: Any) -> Iterator[None]:
+    """Run numba's kernels and torch on ``threads`` threads inside the block, then restore both."""
     from dropkit.kernels import numba_available
 
+    numba = None
     if numba_available():
         import numba
 
@@ -288,9 +292,21 @@ def _set_threads(threads: int, torch: Any) -> None:
                 f"threads must be in [1, {numba.config.NUMBA_NUM_THREADS}] (numba's NUMBA_NUM_THREADS), "
                 f"got {threads}"
             )
-        numba.set_num_threads(threads)
-    if torch is not None:
-        torch.set_num_threads(threads)
+    previous = (
+        None if numba is None else numba.get_num_threads(),
+        None if torch is None else torch.get_num_threads(),
+    )
+    try:
+        if numba is not None:
+            numba.set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        if numba is not None:
+            numba.set_num_threads(previous[0])
+        if torch is not None:
+            torch.set_num_threads(previous[1])
 
 
 def _huge_pages() -> dict[str, Any]:
@@ -356,80 +372,84 @@ def run_benchmarks(
     # dropkit.kernels.cpu); started after torch they would share torch's spinning one.
     fast = numba_available()
     torch = _import_torch() if use_torch else None
-    _set_threads(threads, torch)
-    numba_version = "not used"
-    if fast:
-        import numba
+    with _threads(threads, torch):
+        numba_version = "not used"
+        if fast:
+            import numba
 
-        numba_version = numba.__version__
-    report = BenchReport(
-        config={
-            "dtype": "float32",
-            "threads": threads,
-            "cores": cores,
-            "cpu": _cpu_name(),
-            "repeats": repeats,
-            "numpy": np.__version__,
-            "numba": numba_version,
-            "torch": torch.__version__ if torch is not None else "not used",
-            "python": platform.python_version(),
-        }
-    )
-    if torch is None:
-        report.notes.append(
-            "torch rows skipped: torch is " + ("not installed" if use_torch else "turned off")
+            numba_version = numba.__version__
+        report = BenchReport(
+            config={
+                "dtype": "float32",
+                "threads": threads,
+                "cores": cores,
+                "cpu": _cpu_name(),
+                "repeats": repeats,
+                "numpy": np.__version__,
+                "numba": numba_version,
+                "torch": torch.__version__ if torch is not None else "not used",
+                "python": platform.python_version(),
+            }
         )
-    if not numba_available():
-        report.notes.append("numba is not used: the dropkit rows time the NumPy reference path")
-    if torch is not None:
-        pages = report.config["huge_pages"] = _huge_pages()
-        if pages["kernel"] == "madvise" and not pages[TORCH_HUGE_PAGES]:
+        if torch is None:
             report.notes.append(
-                f"torch's CPU allocator faults new tensors in 4 KiB pages here: set {TORCH_HUGE_PAGES}=1 "
-                "for 2 MiB pages (docs/benchmarks.md, 'The torch face'), as NumPy asks for its arrays"
+                "torch rows skipped: torch is " + ("not installed" if use_torch else "turned off")
             )
-    report.notes.append(
-        "memory pass = np.multiply(x, s, out=y) on one thread; torch.mul = torch.mul(x, 2) into a new "
-        "tensor, torch's floor for an op that allocates; dropkit p=0 = the kernel's read+write pass "
-        "on all threads; dropkit writes into preallocated arrays except in 'forward, new array'; torch and "
-        "NumPy allocate their outputs"
-    )
-    kept_autograd: dict[tuple[str, float], float] = {}
-    for size in sizes:
-        x = np.random.default_rng(size).standard_normal(size, dtype=np.float32)
-        y = np.empty_like(x)
-        memory_ms = _median_ms(lambda x=x, y=y: np.multiply(x, np.float32(2.0), out=y), repeats)
-        # torch's floor when it allocates its output, as F.dropout and every torch layer do.
-        tensor = None if torch is None else torch.from_numpy(x)
-        torch_memory_ms = None if torch is None else _median_ms(lambda t=tensor: torch.mul(t, 2.0), repeats)
-        for p in ps:
-            if progress is not None:
-                progress(f"  {size} elements, p={p:g}")
-            times: dict[str, dict[str, float]] = {"dropkit": _time_dropkit(x, p, repeats)}
-            kept = {"dropkit": 0.0}
-            for method, dropout in ({} if torch is None else _torch_methods(torch)).items():
-                times[method] = _time_autograd(torch, dropout, x, p, repeats)
-                if (method, p) not in kept_autograd:  # per element, so 2**20 elements tell
-                    sample = x[: min(size, 2**20)]
-                    kept_autograd[method, p] = _kept_bytes_per_element(torch, dropout, sample, p)
-                kept[method] = kept_autograd[method, p]
-            times["textbook NumPy"], kept["textbook NumPy"] = _time_textbook(x, p, repeats)
-            read_write = times["dropkit"].pop("read+write")
-            report.rows.append(Row(size, p, MEMORY, "read+write", memory_ms, 1.0, None, None))
-            report.rows.append(
-                Row(size, p, "dropkit p=0", "read+write", read_write, read_write / memory_ms, None, None)
-            )
-            if torch_memory_ms is not None:
-                ratio = torch_memory_ms / memory_ms
-                report.rows.append(
-                    Row(size, p, "torch.mul", "new tensor", torch_memory_ms, ratio, None, None)
+        if not numba_available():
+            report.notes.append("numba is not used: the dropkit rows time the NumPy reference path")
+        if torch is not None:
+            pages = report.config["huge_pages"] = _huge_pages()
+            if pages["kernel"] == "madvise" and not pages[TORCH_HUGE_PAGES]:
+                report.notes.append(
+                    f"torch's CPU allocator faults new tensors in 4 KiB pages here: set {TORCH_HUGE_PAGES}=1 "
+                    "for 2 MiB pages (docs/benchmarks.md, 'The torch face'), as NumPy asks for its arrays"
                 )
-            for method, phases in times.items():
-                for phase, ms in phases.items():
-                    torch_ms = times.get("torch", {}).get(phase.split(",")[0])
-                    speedup = None if torch_ms is None else torch_ms / ms
-                    report.rows.append(Row(size, p, method, phase, ms, ms / memory_ms, speedup, kept[method]))
-    return report
+        report.notes.append(
+            "memory pass = np.multiply(x, s, out=y) on one thread; torch.mul = torch.mul(x, 2) into a new "
+            "tensor, torch's floor for an op that allocates; dropkit p=0 = the kernel's read+write pass "
+            "on all threads; dropkit writes into preallocated arrays except in 'forward, new array'; "
+            "torch and NumPy allocate their outputs"
+        )
+        kept_autograd: dict[tuple[str, float], float] = {}
+        for size in sizes:
+            x = np.random.default_rng(size).standard_normal(size, dtype=np.float32)
+            y = np.empty_like(x)
+            memory_ms = _median_ms(lambda x=x, y=y: np.multiply(x, np.float32(2.0), out=y), repeats)
+            # torch's floor when it allocates its output, as F.dropout and every torch layer do.
+            tensor = None if torch is None else torch.from_numpy(x)
+            torch_memory_ms = (
+                None if torch is None else _median_ms(lambda t=tensor: torch.mul(t, 2.0), repeats)
+            )
+            for p in ps:
+                if progress is not None:
+                    progress(f"  {size} elements, p={p:g}")
+                times: dict[str, dict[str, float]] = {"dropkit": _time_dropkit(x, p, repeats)}
+                kept = {"dropkit": 0.0}
+                for method, dropout in ({} if torch is None else _torch_methods(torch)).items():
+                    times[method] = _time_autograd(torch, dropout, x, p, repeats)
+                    if (method, p) not in kept_autograd:  # per element, so 2**20 elements tell
+                        sample = x[: min(size, 2**20)]
+                        kept_autograd[method, p] = _kept_bytes_per_element(torch, dropout, sample, p)
+                    kept[method] = kept_autograd[method, p]
+                times["textbook NumPy"], kept["textbook NumPy"] = _time_textbook(x, p, repeats)
+                read_write = times["dropkit"].pop("read+write")
+                report.rows.append(Row(size, p, MEMORY, "read+write", memory_ms, 1.0, None, None))
+                report.rows.append(
+                    Row(size, p, "dropkit p=0", "read+write", read_write, read_write / memory_ms, None, None)
+                )
+                if torch_memory_ms is not None:
+                    ratio = torch_memory_ms / memory_ms
+                    report.rows.append(
+                        Row(size, p, "torch.mul", "new tensor", torch_memory_ms, ratio, None, None)
+                    )
+                for method, phases in times.items():
+                    for phase, ms in phases.items():
+                        torch_ms = times.get("torch", {}).get(phase.split(",")[0])
+                        speedup = None if torch_ms is None else torch_ms / ms
+                        report.rows.append(
+                            Row(size, p, method, phase, ms, ms / memory_ms, speedup, kept[method])
+                        )
+        return report
 
 
 _FIRST_CALL_SCRIPT = """
@@ -537,6 +557,9 @@ def main(args: argparse.Namespace) -> int:
     sizes = args.sizes if args.sizes is not None else QUICK_SIZES if args.quick else DEFAULT_SIZES
     repeats = args.repeats if args.repeats is not None else QUICK_REPEATS if args.quick else DEFAULT_REPEATS
     try:
+        for option, path in (("--json", args.json), ("--markdown", args.markdown)):
+            if path is not None and not Path(path).absolute().parent.is_dir():
+                raise ValueError(f"{option}: the folder of {path!r} does not exist")
         report = run_benchmarks(
             sizes,
             args.ps,
@@ -551,10 +574,12 @@ def main(args: argparse.Namespace) -> int:
     if args.first_call:
         report.first_call = first_call_latency(runs=1 if args.quick else 3)
     print(report.table())
-    if args.json:
-        with open(args.json, "w") as file:
-            file.write(report.to_json() + "\n")
-    if args.markdown:
-        with open(args.markdown, "w") as file:
-            file.write(report.table(markdown=True) + "\n")
+    outputs = {args.json: report.to_json(), args.markdown: report.table(markdown=True)}
+    try:
+        for path, text in outputs.items():
+            if path:
+                Path(path).write_text(text + "\n")
+    except OSError as error:
+        print(f"dropkit bench: error: cannot write the results: {error}", file=sys.stderr)
+        return 1
     return 0

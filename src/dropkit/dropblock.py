@@ -175,7 +175,7 @@ class DropBlock2d(_MaskDropout):
             stream=stream,
         )
 
-    def _inference(self, x: np.ndarray) -> np.ndarray:
+    def _inference(self, x: np.ndarray, p: float) -> np.ndarray:
         return x
 
     def _apply_keep(self, x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:

@@ -51,7 +51,7 @@ class DropConnectLinear(Linear):
         super().__init__(in_features, out_features, rng=rng, dtype=dtype)
         self.training = True
         self.calls = 0  # training calls so far; the next one uses stream `calls`
-        self._stream: int | None = None  # stream of the latest forward, None at inference
+        self._drawn: tuple[int, float] | None = None  # (stream, p) of the latest forward, None at inference
 
     def train(self, mode: bool = True) -> DropConnectLinear:
         """Set training mode (weights dropped on every forward); returns ``self``."""
@@ -62,30 +62,32 @@ class DropConnectLinear(Linear):
         """Set inference mode (the plain ``Linear``); returns ``self``."""
         return self.train(False)
 
-    def _drop(self, weight_like: np.ndarray, stream: int) -> np.ndarray:
+    def _drop(self, weight_like: np.ndarray, stream: int, p: float) -> np.ndarray:
         """``weight_like * M * scale`` with ``M`` drawn over the transposed, torch-layout shape."""
-        return dropout(weight_like.T, self.p, seed=self.seed, stream=stream).T
+        return dropout(weight_like.T, p, seed=self.seed, stream=stream).T
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x @ (W * M / (1 - p)) + b`` with a fresh stream in training, ``x @ W + b`` at inference."""
+        p = check_probability(self.p)  # p may have been reassigned (a schedule): before any state moves
         if not self.training:
-            self._stream = None
+            self._drawn = None
             return super().forward(x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
-        self._stream, self.calls = self.calls, self.calls + 1
-        self._x = x
-        return x @ self._drop(self.weight.value, self._stream) + self.bias.value
+        stream, self.calls = self.calls, self.calls + 1
+        self._x, self._drawn = x, (stream, p)
+        return x @ self._drop(self.weight.value, stream, p) + self.bias.value
 
     __call__ = forward
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         """``dL/dx``; stores ``dL/dW`` (masked by the latest forward's ``M``) and ``dL/db``."""
-        if self._stream is None:  # before any forward (Linear raises), or after an inference one
+        if self._drawn is None:  # before any forward (Linear raises), or after an inference one
             return super().backward(grad)
-        self.weight.grad = self._drop(self._x.T @ grad, self._stream)
+        stream, p = self._drawn
+        self.weight.grad = self._drop(self._x.T @ grad, stream, p)
         self.bias.grad = grad.sum(axis=0)
-        return grad @ self._drop(self.weight.value, self._stream).T
+        return grad @ self._drop(self.weight.value, stream, p).T
 
     def __repr__(self) -> str:
         return f"DropConnectLinear({self.in_features}, {self.out_features}, p={self.p}, seed={self.seed})"

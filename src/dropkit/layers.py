@@ -285,6 +285,7 @@ class _Replay:
     stream: int | None = None  # the mask is regenerated from (seed, stream) ...
     packed_mask: np.ndarray | None = None  # ... or a caller-supplied mask, 1 bit per element
     mask_shape: Shape = ()
+    inference: bool = False  # ... or there was none: an inference forward, a linear map
 
 
 class _MaskDropout:
@@ -310,7 +311,7 @@ class _MaskDropout:
     def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
         raise NotImplementedError
 
-    def _inference(self, x: np.ndarray) -> np.ndarray:
+    def _inference(self, x: np.ndarray, p: float) -> np.ndarray:
         raise NotImplementedError
 
     def _training_scale(self, p: float) -> float:
@@ -353,7 +354,8 @@ class _MaskDropout:
             raise TypeError(f"{type(self).__name__} draws no keep mask, so mask= is not accepted")
         keep = None if mask is None else check_keep_mask(mask, mask_shape)
         if not (self.training if training is None else training):
-            return self._inference(x)
+            self._replay = _Replay(x.shape, self.p, inference=True)
+            return self._inference(x, self.p)
         if keep is not None:
             self._replay = _Replay(x.shape, self.p, packed_mask=np.packbits(keep), mask_shape=mask_shape)
             return self._apply_keep(x, keep, self.p)
@@ -364,15 +366,15 @@ class _MaskDropout:
     __call__ = forward
 
     def backward(self, grad: Any) -> np.ndarray:
-        """``dL/dx`` from ``dL/dy``, replaying the latest training forward's randomness."""
+        """``dL/dx`` from ``dL/dy`` for the latest forward: its randomness replayed, or inference's map."""
         replay = self._replay
         if replay is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.backward called before any training forward; run forward first"
-            )
+            raise RuntimeError(f"{type(self).__name__}.backward called before any forward; run forward first")
         grad = check_float_array("grad", grad)
         if grad.shape != replay.shape:
             raise ValueError(f"grad must have the forward input's shape {replay.shape}, got {grad.shape}")
+        if replay.inference:  # identity, or classic dropout's 1 - p: linear, its own derivative
+            return self._inference(grad, replay.p)
         if replay.packed_mask is not None:
             size = int(np.prod(replay.mask_shape))
             keep = np.unpackbits(replay.packed_mask, count=size).astype(bool)
@@ -384,7 +386,7 @@ class Dropout(_MaskDropout):
     """Dropout layer with explicit ``forward`` and ``backward`` (NumPy reference).
 
     Each training call takes the next stream (0, 1, 2, ...), so ``Dropout(p, seed=s)`` draws
-    the same masks call by call in every run. Backward replays the latest training forward's
+    the same masks call by call in every run. Backward replays the latest forward's
     mask from ``(seed, stream)``; no float mask is stored.
 
     Args:
@@ -422,8 +424,8 @@ class Dropout(_MaskDropout):
     def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
         return dropout(x, p, seed=self.seed, stream=stream, mode=self.mode, noise_shape=self.noise_shape)
 
-    def _inference(self, x: np.ndarray) -> np.ndarray:
-        return _inference(x, self.p, self.mode)
+    def _inference(self, x: np.ndarray, p: float) -> np.ndarray:
+        return _inference(x, p, self.mode)
 
     def _training_scale(self, p: float) -> float:
         return _training_scale(p, self.mode)
@@ -514,7 +516,7 @@ class DropPath(_MaskDropout):
             x, p, mode=self.mode, scale_by_keep=self.scale_by_keep, seed=self.seed, stream=stream
         )
 
-    def _inference(self, x: np.ndarray) -> np.ndarray:
+    def _inference(self, x: np.ndarray, p: float) -> np.ndarray:
         return x
 
     def _training_scale(self, p: float) -> float:

@@ -197,7 +197,7 @@ class GaussianDropout(_MaskDropout):
     def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
         return gaussian_dropout(x, p, seed=self.seed, stream=stream)
 
-    def _inference(self, x: np.ndarray) -> np.ndarray:
+    def _inference(self, x: np.ndarray, p: float) -> np.ndarray:
         return x
 
     def __repr__(self) -> str:
@@ -221,7 +221,7 @@ class AlphaDropout(_MaskDropout):
     def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
         return alpha_dropout(x, p, feature=self.feature, seed=self.seed, stream=stream)
 
-    def _inference(self, x: np.ndarray) -> np.ndarray:
+    def _inference(self, x: np.ndarray, p: float) -> np.ndarray:
         return x
 
     def _training_scale(self, p: float) -> float:

@@ -122,6 +122,10 @@ def _images_and_labels(images_path: Path, labels_path: Path) -> tuple[np.ndarray
         raise ValueError(
             f"{labels_path}: expected {images.shape[0]} labels (one per image), got shape {labels.shape}"
         )
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise ValueError(
+            f"{labels_path}: expected non-negative integer class labels, got {labels.dtype} values"
+        )
     return (images / np.float32(255)).astype(np.float32), labels.astype(np.int64)
 
 

@@ -432,7 +432,8 @@ def render(experiment: Experiment) -> dict[str, bytes]:
             ],
             f"reliability on the {data.name} validation set ({ECE_BINS} bins)",
         )
-    files["metrics.json"] = (json.dumps(experiment.metrics, indent=2) + "\n").encode()
+    metrics = json.dumps(_without_nan(experiment.metrics), indent=2, allow_nan=False)
+    files["metrics.json"] = (metrics + "\n").encode()
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
     writer.writerow(["run", "p1", "p2", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"])
@@ -441,6 +442,17 @@ def render(experiment: Experiment) -> dict[str, bytes]:
             writer.writerow([key, run.p1, run.p2, m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc])
     files["epochs.csv"] = table.getvalue().encode()
     return files
+
+
+def _without_nan(value: Any) -> Any:
+    """``value`` with every non-finite float (a diverged run's loss) as None: JSON has no NaN or inf."""
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_files(out_dir: Path, files: Mapping[str, bytes]) -> list[Path]:
