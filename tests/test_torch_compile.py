@@ -81,7 +81,33 @@ def test_compiled_equals_eager_over_successive_calls():
 
 @inductor_compiles()
 def test_compiled_function_with_a_changing_stream():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
     x = torch.randn(5, 7)
     step = torch.compile(lambda t, k: dropout(t, 0.5, seed=2**63 + 3, stream=k), fullgraph=True)
-    for k in range(3):
+    for k in range(4):
         assert torch.equal(step(x, k), dropout(x, 0.5, seed=2**63 + 3, stream=k))
+    # Dynamo specializes on the first int and makes it dynamic on the second: two graphs, not one per call.
+    assert counters["stats"]["unique_graphs"] <= 2
+
+
+def test_a_p_that_changes_between_calls_recompiles_without_a_graph_break():
+    # As torch's own Dropout: one graph per value of p, each equal to eager; fullgraph=True makes any
+    # graph break an error.
+    from torch._dynamo.utils import counters
+
+    from dropkit.torch import Dropout2d
+
+    for make in (lambda p: Dropout(p, seed=5), lambda p: Dropout2d(p, seed=5)):
+        torch._dynamo.reset()
+        counters.clear()
+        layer, x = make(0.1), torch.randn(2, 3, 4, 4)
+        compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+        for call, p in enumerate((0.1, 0.2, 0.3)):
+            layer.p = p
+            reference = make(p)
+            reference.calls = call
+            assert torch.equal(compiled(x), reference(x))
+        assert counters["stats"]["unique_graphs"] == 3

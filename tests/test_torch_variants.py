@@ -396,6 +396,33 @@ def test_inplace_on_a_leaf_is_refused_before_the_counter_moves():
     assert module.calls == 0
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Dropout(0.0, True, seed=1),
+        lambda: Dropout2d(0.0, True, seed=1),
+        lambda: AlphaDropout(0.0, True, seed=1),
+    ],
+    ids=["Dropout", "Dropout2d", "AlphaDropout"],
+)
+def test_inplace_at_p_zero_returns_the_input_as_torch_does_and_counts_the_call(make):
+    # Nothing is written at p == 0, so torch returns a leaf that requires grad instead of refusing it.
+    module, x = make(), data((2, 3, 4, 4)).requires_grad_()
+    assert module(x) is x
+    assert module(torch.empty(0, 3, 4, 4, requires_grad=True)).numel() == 0
+    assert module.calls == 2  # training calls: the next one still uses stream 2
+
+
+def test_a_stream_past_independent_masks_range_is_refused_before_the_counter_moves():
+    from dropkit.torch.distributed import independent_masks
+
+    for module in (Dropout(0.5, seed=1), Dropout2d(0.5, seed=1), DropPath(0.5, seed=1)):
+        module.calls = 2**32  # rank 1 would fold into stream 2**32 + 2**32: not one-to-one any more
+        with independent_masks(1), pytest.raises(ValueError, match="stream"):
+            module(data((2, 3, 4, 4)))
+        assert module.calls == 2**32, type(module).__name__
+
+
 def test_channels_last_input_keeps_its_layout_and_values():
     x = data((2, 6, 3, 4)).contiguous(memory_format=torch.channels_last)
     for form in (F.dropout2d, lambda t, p, **k: F.drop_block2d(t, p, 2, **k), F.gaussian_dropout):

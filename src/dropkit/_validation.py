@@ -22,10 +22,11 @@ def check_probability(p: Any, name: str = "p") -> float:
     """
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
         raise TypeError(f"{name} must be a real number in [0, 1], got {type(p).__name__}")
-    p = float(p)
-    if math.isnan(p) or not 0.0 <= p <= 1.0:
+    # A comparison, not math.isnan: NaN fails it too, and under torch.compile a p that changes between
+    # calls is a symbolic float, which comparisons guard on and math.isnan cannot trace.
+    if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    return p
+    return float(p)
 
 
 def check_uint64(name: str, value: Any) -> int:

@@ -40,6 +40,12 @@ def to_unsigned(value: int) -> int:
     return value % _UINT64
 
 
+def unpack_key(key: Tensor) -> tuple[int, int]:
+    """The unsigned ``(seed, stream)`` of an int64 key tensor of shape ``(2,)`` (see :func:`key_tensor`)."""
+    seed, stream = key.tolist()
+    return to_unsigned(seed), to_unsigned(stream)
+
+
 def fresh_seed() -> int:
     """A 63-bit seed from torch's default CPU generator (``torch.manual_seed`` governs it)."""
     return int(torch.randint(0, _INT63_LIMIT, (), dtype=torch.int64))
@@ -146,8 +152,7 @@ dropout_op.register_autograd(_dropout_backward, setup_context=_dropout_setup_con
 @torch.library.custom_op("dropkit::dropout_keyed", mutates_args=())
 def dropout_keyed_op(x: Tensor, key: Tensor, p: float, scale: float, start: int) -> Tensor:
     """``dropkit::dropout`` with ``(seed, stream)`` given as an int64 CPU tensor of shape ``(2,)``."""
-    seed, stream = key.tolist()
-    return _apply(x, p, to_unsigned(seed), to_unsigned(stream), scale, start)
+    return _apply(x, p, *unpack_key(key), scale, start)
 
 
 @dropout_keyed_op.register_fake

@@ -72,11 +72,12 @@ class _Stochastic(SeededModule):
         )  # every check first: a rejected input moves no counter
         if not self.training:
             return input
+        seeded = self.seed is not None  # else every call draws a seed; the counter is not used
+        if self.p == 0.0 or input.numel() == 0:  # still a training call: it takes its stream
+            return self._counted(input) if seeded else input
         check_inplace(input, self.inplace)
-        stream = 0 if self.seed is None else self._next_stream()
-        if self.p == 0.0 or input.numel() == 0:
-            return input
-        return apply(self.seed, stream)
+        output = apply(self.seed, self._stream() if seeded else 0)
+        return self._counted(output) if seeded else output
 
 
 class _ChannelDropout(_Stochastic):
@@ -296,8 +297,8 @@ class _WeightDropout(_Stochastic):
         super().__init__(check_probability(p), seed=seed)
         self.index, self.count = index, count
 
-    def _next_stream(self) -> int | Tensor:
-        return super()._next_stream() * self.count + self.index
+    def _stream(self) -> int | Tensor:
+        return super()._stream() * self.count + self.index
 
     def _plan(
         self, weight: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None

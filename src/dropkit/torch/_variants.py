@@ -125,12 +125,6 @@ def place(
 # --- the ops ---------------------------------------------------------------------------------
 
 
-def _unpack(key: Tensor) -> tuple[int, int]:
-    """The unsigned ``(seed, stream)`` of an int64 key tensor of shape ``(2,)``."""
-    seed, stream = key.tolist()
-    return _ops.to_unsigned(seed), _ops.to_unsigned(stream)
-
-
 def _wide(dtype: torch.dtype) -> torch.dtype:
     """The type products are formed in: float64 for float64 data, float32 otherwise (the contract)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -205,7 +199,7 @@ def shaped_dropout_op(
     mask_offsets: list[int],
 ) -> Tensor:
     """``x * keep * scale`` with ``keep`` the :class:`MaskSlice`'s keep decisions broadcast to ``x``."""
-    seed, stream = _unpack(key)
+    seed, stream = _ops.unpack_key(key)
     keep = _mask_slice(mask_shape, mask_global_shape, mask_offsets).keep(p, seed, stream)
     return _scale_kept(x, keep, scale)
 
@@ -244,7 +238,7 @@ def gaussian_dropout_op(
 ) -> Tensor:
     """``x * eps``, ``eps`` the slice at ``offsets`` of ``gaussian_noise(global_shape, p, seed, stream)``,
     formed in float32/float64."""
-    seed, stream = _unpack(key)
+    seed, stream = _ops.unpack_key(key)
     wide = _wide(x.dtype)
     shape = tuple(x.shape)
     sharded = {} if tuple(global_shape) == shape else {"global_shape": global_shape, "offsets": offsets}
@@ -267,7 +261,7 @@ def drop_block2d_op(
     x: Tensor, key: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool
 ) -> Tensor:
     """``x * keep * numel / kept`` with ``keep = drop_block_keep(x.shape, ...)``; zeros if nothing is kept."""
-    seed, stream = _unpack(key)
+    seed, stream = _ops.unpack_key(key)
     keep = drop_block_keep(
         tuple(x.shape),
         p,
@@ -301,7 +295,7 @@ def alpha_dropout_op(
     mask_offsets: list[int],
 ) -> Tensor:
     """``keep ? a x + a alpha' p : -a alpha' (1 - p)``, ``keep`` the :class:`MaskSlice`'s, ``p < 1``."""
-    seed, stream = _unpack(key)
+    seed, stream = _ops.unpack_key(key)
     keep = _mask_slice(mask_shape, mask_global_shape, mask_offsets).keep(p, seed, stream)
     wide = _wide(x.dtype)
     a, kept_offset, dropped_value = (_constant(c, wide) for c in _alpha_constants(p))

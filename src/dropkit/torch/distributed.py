@@ -390,7 +390,7 @@ def dropout_sharded_op(
 
     ``key`` is ``(seed, stream)`` as an int64 CPU tensor of shape ``(2,)`` (see ``dropkit.torch._ops``).
     """
-    seed, stream = (_ops.to_unsigned(v) for v in key.tolist())
+    seed, stream = _ops.unpack_key(key)
     shard = Shard(tuple(global_shape), tuple(offsets), tuple(x.shape))
     out = _ops.empty_dense_like(x)
     if x.numel() == 0:

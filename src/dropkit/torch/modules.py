@@ -47,15 +47,14 @@ class SeededModule(nn.Module):
             raise ValueError(f"calls must be an integer in [0, 2**63), got {value}")
         self._calls.fill_(value)
 
-    def _next_stream(self) -> int | Tensor:
-        """Take the next stream: a Python int eagerly, a run-time tensor inside a compiled graph."""
-        if torch.compiler.is_compiling():
-            stream = self._calls.clone()
-            self._calls.add_(1)
-            return stream
-        stream = int(self._calls)
-        self._calls += 1
-        return stream
+    def _stream(self) -> int | Tensor:
+        """This call's stream: a Python int eagerly, a run-time tensor inside a compiled graph."""
+        return self._calls.clone() if torch.compiler.is_compiling() else int(self._calls)
+
+    def _counted(self, output: Tensor) -> Tensor:
+        """Count a training call once it has succeeded, so a rejected call moves nothing."""
+        self._calls.add_(1)
+        return output
 
     def _seed_repr(self) -> str:
         return "" if self.seed is None else f", seed={self.seed}"
@@ -112,12 +111,12 @@ class Dropout(SeededModule):
             )
         check_probability(self.p)  # p may have been reassigned since construction (a schedule)
         F.check_input(input)
-        F.check_inplace(input, self.inplace)
         location = distributed.locate(input, global_shape, offsets)
-        stream = self._next_stream()
-        if self.p == 0.0 or input.numel() == 0:
-            return input
-        return F.masked(input, self.p, self.inplace, self.seed, stream, location)
+        if self.p == 0.0 or input.numel() == 0:  # still a training call: it takes its stream
+            return self._counted(input)
+        F.check_inplace(input, self.inplace)
+        output = F.masked(input, self.p, self.inplace, self.seed, self._stream(), location)
+        return self._counted(output)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}{self._seed_repr()}"
