@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,14 @@ def test_trace_prints_the_worked_example(capsys):
     assert "y = x * mask * 2   = [[2., 0., 6., 8.]]" in out
     assert "dL/dx = dL/dy*m*2  = [[2., 0., 2., 2.]]" in out
     assert "dL/dx              = [0.2, 0. , 0.6, 0. ]" in out
+
+
+def test_the_readme_shows_the_trace_exactly(capsys):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## The worked trace") :]
+    shown = section[section.index("```\n") + 4 : section.index("\n```", section.index("```\n") + 4)]
+    assert main(["trace"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == shown
 
 
 def test_python_dash_m_runs_the_trace():

@@ -138,3 +138,13 @@ def test_streams_and_seeds_give_different_masks():
 def test_bad_input_is_rejected_with_a_clear_message(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_keep_mask_takes_numpy_integer_dims_and_names_bad_shapes():
+    assert keep_mask((np.int64(2), 3), 0.5, seed=1).shape == (2, 3)
+    assert (keep_mask(np.int64(6), 0.5, seed=1) == keep_mask((2, 3), 0.5, seed=1).ravel()).all()
+    for bad in [(2, True), (2, -1), (2, 1.0)]:
+        with pytest.raises(ValueError, match=r"shape must be a sequence of non-negative ints"):
+            keep_mask(bad, 0.5, seed=1)
+    with pytest.raises(TypeError, match="shape must be a sequence"):
+        keep_mask("23", 0.5, seed=1)

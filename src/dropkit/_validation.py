@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,16 @@ def check_probability(p: Any, name: str = "p") -> float:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     return float(p)
+
+
+def check_dims(name: str, value: Any) -> tuple[int, ...]:
+    """``value`` as a tuple of non-negative Python ints (a shape or a list of offsets)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of non-negative ints, got {type(value).__name__}")
+    dims = tuple(value)
+    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0 for d in dims):
+        raise ValueError(f"{name} must be a sequence of non-negative ints, got {dims}")
+    return tuple(int(d) for d in dims)
 
 
 def check_uint64(name: str, value: Any) -> int:

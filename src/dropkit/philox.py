@@ -16,11 +16,13 @@ faster path (numba, Triton, PyTorch) must match bit for bit.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import numpy as np
 
-from dropkit._validation import UINT64_LIMIT, check_probability, check_uint64
+from dropkit._validation import UINT64_LIMIT, check_dims, check_probability, check_uint64
 
 __all__ = ["keep_mask", "keep_range", "keep_threshold", "philox4x32", "random_bits", "random_range"]
 
@@ -179,7 +181,6 @@ def keep_mask(shape: int | tuple[int, ...], p: float, *, seed: int, stream: int 
     >>> keep_mask((2, 4), 0.5, seed=0).astype(int).tolist()
     [[0, 1, 1, 1], [1, 0, 1, 0]]
     """
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if any(not isinstance(d, int) or d < 0 for d in shape):
-        raise ValueError(f"shape must be a tuple of non-negative ints, got {shape}")
-    return keep_range(p, seed, stream, 0, int(np.prod(shape, dtype=np.int64))).reshape(shape)
+    one_dim = isinstance(shape, numbers.Integral) and not isinstance(shape, bool)
+    shape = check_dims("shape", (shape,) if one_dim else shape)
+    return keep_range(p, seed, stream, 0, math.prod(shape)).reshape(shape)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -26,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dropkit import kernels
-from dropkit._validation import UINT64_LIMIT, check_float_array, check_uint64
+from dropkit._validation import UINT64_LIMIT, check_dims, check_float_array, check_uint64
 from dropkit.kernels.reference import scale_kept
 from dropkit.philox import KEEP_NONE, keep_range, keep_threshold, random_bits
 
@@ -35,16 +34,6 @@ __all__ = ["Runs", "Shard", "shard_dropout_apply", "shard_keep_mask"]
 # Below this many runs, each run goes to the kernel dispatcher on its own (and may use every thread);
 # from here on one compiled loop hands whole runs to the threads.
 _FEW_RUNS = 8
-
-
-def _check_dims(name: str, value: Any) -> tuple[int, ...]:
-    """``value`` as a tuple of non-negative Python ints (a shape or a list of offsets)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name} must be a sequence of non-negative ints, got {type(value).__name__}")
-    dims = tuple(value)
-    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0 for d in dims):
-        raise ValueError(f"{name} must be a sequence of non-negative ints, got {dims}")
-    return tuple(int(d) for d in dims)
 
 
 class Runs(NamedTuple):
@@ -77,9 +66,9 @@ class Shard:
     local_shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        global_shape = _check_dims("global_shape", self.global_shape)
-        offsets = _check_dims("offsets", self.offsets)
-        local_shape = _check_dims("local_shape", self.local_shape)
+        global_shape = check_dims("global_shape", self.global_shape)
+        offsets = check_dims("offsets", self.offsets)
+        local_shape = check_dims("local_shape", self.local_shape)
         ndim = len(global_shape)
         if len(offsets) != ndim:
             raise ValueError(
