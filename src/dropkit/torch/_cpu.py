@@ -8,9 +8,30 @@ the data type; bfloat16, which NumPy lacks, needs no mask code of its own that w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 
 from dropkit.kernels import dropout_apply as _numpy_dropout_apply
+
+
+def on_numpy(
+    x: torch.Tensor, out: torch.Tensor, apply: Callable[[np.ndarray, np.ndarray], object]
+) -> torch.Tensor:
+    """``apply(x, out)`` on NumPy views of contiguous CPU tensors; returns ``out``.
+
+    float32/float64 go through zero-copy views. float16/bfloat16 are widened to float32 (exact), where
+    the product is formed anyway, ``apply`` works in place on that copy, and the result is rounded once
+    to the data type.
+    """
+    # detach(): .numpy() refuses tensors that require grad; the op runs below autograd anyway.
+    if x.dtype in (torch.float32, torch.float64):
+        apply(x.detach().numpy(), out.detach().numpy())
+        return out
+    wide = x.detach().float().numpy()
+    apply(wide, wide)
+    return out.copy_(torch.from_numpy(wide))
 
 
 def dropout_apply(
@@ -23,10 +44,4 @@ def dropout_apply(
         out: contiguous CPU tensor of ``x``'s shape and dtype, written in full.
     """
     kwargs = {"seed": seed, "stream": stream, "scale": scale, "start": start}
-    # detach(): .numpy() refuses tensors that require grad; the op runs below autograd anyway.
-    if x.dtype in (torch.float32, torch.float64):
-        _numpy_dropout_apply(x.detach().numpy(), p, out=out.detach().numpy(), **kwargs)
-        return out
-    wide = x.detach().float().numpy()  # exact; the product x * float32(scale) is formed here ...
-    _numpy_dropout_apply(wide, p, out=wide, **kwargs)
-    return out.copy_(torch.from_numpy(wide))  # ... and rounded once to float16 / bfloat16 here
+    return on_numpy(x, out, lambda array, out_array: _numpy_dropout_apply(array, p, out=out_array, **kwargs))

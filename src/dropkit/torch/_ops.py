@@ -116,14 +116,24 @@ def _kernel(device: torch.device) -> Callable[..., Tensor]:
     raise RuntimeError(f"dropkit.torch supports CPU and CUDA tensors, got a tensor on {device}")
 
 
+def on_dense(x: Tensor, write: Callable[[Tensor, Tensor], object]) -> Tensor:
+    """``write(x_contiguous, out_contiguous)``, returned with ``x``'s stride order (``empty_dense_like``).
+
+    The mask follows the logical row-major index, not memory order, so strided tensors go through
+    contiguous copies; contiguous ones are used as they are.
+    """
+    out = empty_dense_like(x)
+    dense_out = out if out.is_contiguous() else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    write(x.contiguous(), dense_out)
+    return out if dense_out is out else out.copy_(dense_out)
+
+
 def _apply(x: Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> Tensor:
     """The op on a real tensor: run the device's kernel over the logical contiguous view of ``x``."""
     kernel = _kernel(x.device)
-    out = empty_dense_like(x)
-    # The mask follows the logical index, not memory order: strided inputs go through a contiguous copy.
-    dense_out = out if out.is_contiguous() else torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    kernel(x.contiguous(), p, seed=seed, stream=stream, scale=scale, start=start, out=dense_out)
-    return out if dense_out is out else out.copy_(dense_out)
+    return on_dense(
+        x, lambda dense, out: kernel(dense, p, seed=seed, stream=stream, scale=scale, start=start, out=out)
+    )
 
 
 @torch.library.custom_op("dropkit::dropout", mutates_args=())

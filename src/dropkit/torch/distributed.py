@@ -34,7 +34,7 @@ from torch import Tensor
 
 from dropkit._validation import check_shard_arguments, check_uint64
 from dropkit.sharding import Shard
-from dropkit.torch import _ops
+from dropkit.torch import _cpu, _ops
 
 __all__ = [
     "RANK_STREAM_BITS",
@@ -350,13 +350,7 @@ def _apply_runs(x: Tensor, p: float, seed: int, stream: int, scale: float, shard
     """Write the shard's dropout of contiguous ``x`` into contiguous ``out``, run by run."""
     kwargs = {"seed": seed, "stream": stream, "scale": scale}
     if x.device.type == "cpu":
-        # As dropkit.torch._cpu: float16/bfloat16 widen to float32, where the product is formed anyway.
-        if x.dtype in (torch.float32, torch.float64):
-            shard.dropout_apply(x.detach().numpy(), p, out=out.detach().numpy(), **kwargs)
-            return
-        wide = x.detach().float().numpy()
-        shard.dropout_apply(wide, p, out=wide, **kwargs)
-        out.copy_(torch.from_numpy(wide))
+        _cpu.on_numpy(x, out, lambda array, out_array: shard.dropout_apply(array, p, out=out_array, **kwargs))
         return
     _launch_per_run(_ops._kernel(x.device), x, p, seed, stream, scale, shard, out)
 
@@ -392,13 +386,9 @@ def dropout_sharded_op(
     """
     seed, stream = _ops.unpack_key(key)
     shard = Shard(tuple(global_shape), tuple(offsets), tuple(x.shape))
-    out = _ops.empty_dense_like(x)
     if x.numel() == 0:
-        return out
-    # The mask follows the logical index, not memory order: strided tensors go through contiguous copies.
-    dense_out = out if out.is_contiguous() else torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    _apply_runs(x.contiguous(), p, seed, stream, scale, shard, dense_out)
-    return out if dense_out is out else out.copy_(dense_out)
+        return _ops.empty_dense_like(x)
+    return _ops.on_dense(x, lambda dense, out: _apply_runs(dense, p, seed, stream, scale, shard, out))
 
 
 @dropout_sharded_op.register_fake
