@@ -260,3 +260,24 @@ def test_cuda_without_a_kernel_is_a_clear_error(monkeypatch):
 def test_import_dropkit_does_not_import_torch():
     code = "import sys, dropkit; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_large_cpu_outputs_are_advised_huge_pages_before_their_first_touch(monkeypatch):
+    # NumPy's rule for its own arrays: from 4 MiB on, madvise(MADV_HUGEPAGE) over the page-aligned part
+    # of the buffer. Recorded here; whether the kernel grants huge pages is its own setting.
+    from dropkit.torch import _cpu
+
+    calls = []
+    monkeypatch.setattr(
+        _cpu, "_madvise", lambda start, length, advice: calls.append((start, length, advice)) or 0
+    )
+    big = torch.randn(1 << 20)  # 4 MiB of float32
+    y = dropout(big, 0.5, seed=1)
+    assert torch.equal(y, dropout(big.double(), 0.5, seed=1).float())  # values untouched by the advice
+    (start, length, advice), storage = calls[0], y.untyped_storage()
+    assert advice == 14 and start % 4096 == 0  # MADV_HUGEPAGE over whole pages ...
+    assert storage.data_ptr() <= start < storage.data_ptr() + 4096  # ... from the first page boundary ...
+    assert start + length == storage.data_ptr() + storage.nbytes()  # ... to the end of the buffer
+    calls.clear()
+    dropout(torch.randn(1000), 0.5, seed=1)
+    assert calls == []  # small outputs are left alone

@@ -92,6 +92,11 @@ def empty_dense_like(x: Tensor) -> Tensor:
     return torch.empty_strided(x.shape, strides, dtype=x.dtype, device=x.device)
 
 
+def new_output(x: Tensor) -> Tensor:
+    """:func:`empty_dense_like` for a real (not fake) output: large CPU ones get huge pages (see ``_cpu``)."""
+    return _cpu.advise_huge_pages(empty_dense_like(x))
+
+
 def _cuda_kernel() -> Callable[..., Tensor]:
     """The Triton launcher, imported on first use so CPU users never need triton."""
     try:
@@ -122,8 +127,12 @@ def on_dense(x: Tensor, write: Callable[[Tensor, Tensor], object]) -> Tensor:
     The mask follows the logical row-major index, not memory order, so strided tensors go through
     contiguous copies; contiguous ones are used as they are.
     """
-    out = empty_dense_like(x)
-    dense_out = out if out.is_contiguous() else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out = new_output(x)
+    dense_out = (
+        out
+        if out.is_contiguous()
+        else _cpu.advise_huge_pages(torch.empty_like(x, memory_format=torch.contiguous_format))
+    )
     write(x.contiguous(), dense_out)
     return out if dense_out is out else out.copy_(dense_out)
 

@@ -164,7 +164,7 @@ def _scale_kept(x: Tensor, keep: np.ndarray, scale: float) -> Tensor:
     the reference.
     """
     wide = _wide(x.dtype)
-    out = _ops.empty_dense_like(x)
+    out = _ops.new_output(x)
     torch.mul(x.to(wide), _constant(scale, wide), out=out)
     return _fill_dropped(out, keep, 0.0)
 
@@ -243,7 +243,7 @@ def gaussian_dropout_op(
     shape = tuple(x.shape)
     sharded = {} if tuple(global_shape) == shape else {"global_shape": global_shape, "offsets": offsets}
     noise = torch.from_numpy(gaussian_noise(shape, p, seed=seed, stream=stream, **sharded))
-    return torch.mul(x.to(wide), noise.to(wide).to(x.device), out=_ops.empty_dense_like(x))
+    return torch.mul(x.to(wide), noise.to(wide).to(x.device), out=_ops.new_output(x))
 
 
 @gaussian_dropout_op.register_fake
@@ -299,7 +299,7 @@ def alpha_dropout_op(
     keep = _mask_slice(mask_shape, mask_global_shape, mask_offsets).keep(p, seed, stream)
     wide = _wide(x.dtype)
     a, kept_offset, dropped_value = (_constant(c, wide) for c in _alpha_constants(p))
-    out = _ops.empty_dense_like(x)
+    out = _ops.new_output(x)
     torch.add(x.to(wide) * a, kept_offset, out=out)  # two roundings in the compute type, as the reference
     return _fill_dropped(out, keep, dropped_value)
 
