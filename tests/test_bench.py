@@ -139,7 +139,9 @@ def test_cli_prints_the_table_and_writes_json_and_markdown(tmp_path, capsys):
         (["--ps", "1.0"], "p must be below 1 for the benchmark"),
         (["--ps", "-0.5"], "dropout probability has to be between 0 and 1"),
         (["--repeats", "0"], "repeats must be a positive integer, got 0"),
-        (["--markdown", "no-such-folder/bench.md"], "--markdown: the folder of 'no-such-folder/bench.md'"),
+        (["--markdown", "no-such-folder/b.md"], "--markdown: 'no-such-folder/b.md' must be a file in"),
+        (["--markdown", "."], "--markdown: '.' must be a file in an existing folder"),
+        (["--markdown", "b.json"], "--json and --markdown must be different files"),
     ],
 )
 def test_cli_rejects_bad_values_with_status_2(options, message, capsys, tmp_path, monkeypatch):

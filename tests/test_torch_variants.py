@@ -423,6 +423,19 @@ def test_a_stream_past_independent_masks_range_is_refused_before_the_counter_mov
         assert module.calls == 2**32, type(module).__name__
 
 
+def test_weight_dropouts_count_a_call_only_when_the_layer_accepts_its_input():
+    layer = DropConnectLinear(4, 3, p=0.5, seed=1)
+    with pytest.raises(ValueError, match=r"input must have shape \(\*, in_features=4\)"):
+        layer(torch.ones(2, 5))
+    assert layer.weight_dropout.calls == 0
+    lstm = WeightDrop(nn.LSTM(4, 5), "weight_hh_l0", p=0.5, seed=1)
+    with pytest.raises(RuntimeError):
+        lstm(torch.ones(3, 2, 7))  # the LSTM refuses 7 input features
+    assert lstm.dropouts[0].calls == 0
+    lstm(torch.ones(3, 2, 4))
+    assert lstm.dropouts[0].calls == 1
+
+
 def test_channels_last_input_keeps_its_layout_and_values():
     x = data((2, 6, 3, 4)).contiguous(memory_format=torch.channels_last)
     for form in (F.dropout2d, lambda t, p, **k: F.drop_block2d(t, p, 2, **k), F.gaussian_dropout):

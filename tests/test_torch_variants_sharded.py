@@ -195,12 +195,12 @@ def test_drop_block_takes_independent_masks_but_refuses_shards():
         with pytest.raises(ValueError, match="drop_block2d does not take shards"):
             layer(x)
         assert layer.calls == 0  # refused before the counter moved
-    with pytest.raises(ValueError, match="drop_block2d does not take shards"):
-        F.drop_block2d(x[2:], 0.3, 3, seed=1, global_shape=(8, 2, 6, 6), offsets=(6, 0, 0, 0))
         # Where nothing is drawn there is nothing to refuse: a model in eval mode runs.
         assert F.drop_block2d(x, 0.3, 3, training=False, seed=1) is x
         assert F.drop_block2d(x, 0.0, 3, seed=1) is x
         assert layer.eval()(x) is x
+    with pytest.raises(ValueError, match="drop_block2d does not take shards"):
+        F.drop_block2d(x[2:], 0.3, 3, seed=1, global_shape=(8, 2, 6, 6), offsets=(6, 0, 0, 0))
 
 
 def test_a_mask_shape_error_under_a_shard_says_it_read_the_global_shape():

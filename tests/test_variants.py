@@ -296,6 +296,20 @@ def test_drop_connect_checks_p_before_any_state_moves_and_backward_uses_the_forw
     np.testing.assert_array_equal(layer.weight.grad, np.where(keep, 2.0 * 2.0, 0.0))
 
 
+def test_drop_connect_refused_inference_call_keeps_the_training_forwards_mask_for_backward():
+    from dropkit.dropconnect import DropConnectLinear
+
+    layer = DropConnectLinear(4, 3, 0.5, rng=np.random.default_rng(1), seed=3, dtype=np.float64)
+    x, upstream = np.ones((2, 4)), np.ones((2, 3))
+    layer(x)
+    layer.eval()
+    with pytest.raises(ValueError):
+        layer(np.ones((2, 5)))  # refused: it must not replace what backward replays
+    layer.backward(upstream)
+    keep = dropkit.keep_mask((3, 4), 0.5, seed=3, stream=0).T
+    np.testing.assert_array_equal(layer.weight.grad, np.where(keep, 2.0 * 2.0, 0.0))
+
+
 def test_drop_connect_gradients_match_finite_differences():
     from dropkit.dropconnect import DropConnectLinear
 

@@ -558,8 +558,10 @@ def main(args: argparse.Namespace) -> int:
     repeats = args.repeats if args.repeats is not None else QUICK_REPEATS if args.quick else DEFAULT_REPEATS
     try:
         for option, path in (("--json", args.json), ("--markdown", args.markdown)):
-            if path is not None and not Path(path).absolute().parent.is_dir():
-                raise ValueError(f"{option}: the folder of {path!r} does not exist")
+            if path is not None and (Path(path).is_dir() or not Path(path).absolute().parent.is_dir()):
+                raise ValueError(f"{option}: {path!r} must be a file in an existing folder")
+        if args.json is not None and args.json == args.markdown:
+            raise ValueError(f"--json and --markdown must be different files, got {args.json!r} for both")
         report = run_benchmarks(
             sizes,
             args.ps,
@@ -574,9 +576,9 @@ def main(args: argparse.Namespace) -> int:
     if args.first_call:
         report.first_call = first_call_latency(runs=1 if args.quick else 3)
     print(report.table())
-    outputs = {args.json: report.to_json(), args.markdown: report.table(markdown=True)}
+    outputs = [(args.json, report.to_json()), (args.markdown, report.table(markdown=True))]
     try:
-        for path, text in outputs.items():
+        for path, text in outputs:
             if path:
                 Path(path).write_text(text + "\n")
     except OSError as error:

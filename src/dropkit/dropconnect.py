@@ -70,8 +70,9 @@ class DropConnectLinear(Linear):
         """``x @ (W * M / (1 - p)) + b`` with a fresh stream in training, ``x @ W + b`` at inference."""
         p = check_probability(self.p)  # p may have been reassigned (a schedule): before any state moves
         if not self.training:
-            self._drawn = None
-            return super().forward(x)
+            y = super().forward(x)
+            self._drawn = None  # only once the inference call has succeeded
+            return y
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
         stream, self.calls = self.calls, self.calls + 1

@@ -67,9 +67,8 @@ class _Stochastic(SeededModule):
         ``global_shape``, ``offsets``: ``input`` is that slice of a global tensor (docs/distributed.md).
         """
         self._check_p()
-        apply = self._plan(
-            input, global_shape, offsets
-        )  # every check first: a rejected input moves no counter
+        # Every check first: a rejected input moves no counter.
+        apply = self._plan(input, global_shape, offsets)
         if not self.training:
             return input
         seeded = self.seed is not None  # else every call draws a seed; the counter is not used
@@ -349,6 +348,10 @@ class DropConnectLinear(nn.Linear):
 
     def forward(self, input: Tensor) -> Tensor:
         """``y = x @ (W * M / (1 - p)).T + b`` in training, ``x @ W.T + b`` in eval."""
+        if input.dim() == 0 or input.shape[-1] != self.in_features:  # before the counter moves
+            raise ValueError(
+                f"input must have shape (*, in_features={self.in_features}), got {tuple(input.shape)}"
+            )
         return nn.functional.linear(input, self.weight_dropout(self.weight), self.bias)
 
 
@@ -400,8 +403,15 @@ class WeightDrop(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """``module(*args, **kwargs)`` with the named parameters dropped (in training) for this call."""
         pairs = zip(self.names, self.dropouts, strict=True)
+        counted = None if torch.compiler.is_compiling() else [dropout.calls for dropout in self.dropouts]
         weights = {name: dropout(self.module.get_parameter(name)) for name, dropout in pairs}
-        return torch.func.functional_call(self.module, weights, args, kwargs)
+        try:
+            return torch.func.functional_call(self.module, weights, args, kwargs)
+        except Exception:
+            if counted is not None:  # the module refused its input: the call did not happen
+                for dropout, calls in zip(self.dropouts, counted, strict=True):
+                    dropout.calls = calls
+            raise
 
     def extra_repr(self) -> str:
         return f"names={list(self.names)}"

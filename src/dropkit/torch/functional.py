@@ -36,13 +36,14 @@ def check_inplace(input: Tensor, inplace: bool) -> None:
     """Raise torch's in-place error now, before a seed is drawn or a stream taken."""
     if not (inplace and input.requires_grad and torch.is_grad_enabled()):
         return
-    if input.is_leaf and input._base is not None:  # a view made under no_grad: torch's own case
+    base = input._base
+    if input.is_leaf and base is not None and base.requires_grad and not base.is_leaf:  # a no_grad view
         raise RuntimeError(
             "a view was created in no_grad mode and is being modified in-place with grad mode enabled."
         )
     if input.is_leaf:
         raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
-    if input._base is not None and input._base.is_leaf:
+    if base is not None and base.is_leaf:
         raise RuntimeError(
             "a view of a leaf Variable that requires grad is being used in an in-place operation."
         )
