@@ -206,6 +206,8 @@ def test_numpy_layer_forward_and_backward_use_the_kernel(kernel_calls):
         ({"out": np.zeros(7, np.float32)}, ValueError, r"out must be an ndarray of x's shape \(8,\)"),
         ({"out": np.zeros(8, np.float64)}, ValueError, "and dtype float32, got"),
         ({"out": [0.0] * 8}, ValueError, "got list"),
+        ({"start": 2**64 - 7}, ValueError, r"start \+ count must be at most 2\*\*64"),
+        ({"start": 2**64 - 7, "p": 1.0}, ValueError, r"start \+ count must be at most 2\*\*64"),  # every p
     ],
 )
 def test_bad_arguments_raise_before_writing(kwargs, error, match):

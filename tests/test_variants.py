@@ -18,7 +18,11 @@ from dropkit.dropblock import drop_block_keep, seed_rate
 from dropkit.noise import SELU_ALPHA_PRIME, gaussian_noise
 from dropkit.philox import random_bits
 
-RNG = np.random.default_rng(2024)
+
+@pytest.fixture
+def rng():
+    """A fresh generator per test, so a test's inputs do not depend on which tests ran before it."""
+    return np.random.default_rng(2024)
 
 
 def numeric_grad(layer, x, upstream, eps=1e-6):
@@ -56,16 +60,16 @@ LAYERS = [
 
 
 @pytest.mark.parametrize(("make", "shape"), LAYERS)
-def test_backward_matches_finite_differences(make, shape):
+def test_backward_matches_finite_differences(make, shape, rng):
     layer = make()
-    x, upstream = RNG.normal(size=shape), RNG.normal(size=shape)
+    x, upstream = rng.normal(size=shape), rng.normal(size=shape)
     layer(x)
     np.testing.assert_allclose(layer.backward(upstream), numeric_grad(layer, x, upstream), atol=1e-7)
 
 
 @pytest.mark.parametrize(("make", "shape"), LAYERS)
-def test_inference_is_identity_or_classic_scale(make, shape):
-    layer, x = make().eval(), RNG.normal(size=shape)
+def test_inference_is_identity_or_classic_scale(make, shape, rng):
+    layer, x = make().eval(), rng.normal(size=shape)
     expected = x * 0.5 if getattr(layer, "mode", None) == "classic" else x
     np.testing.assert_array_equal(layer(x), expected)
 
@@ -84,9 +88,9 @@ def test_channel_dropout_drops_whole_maps_with_the_reference_mask():
     np.testing.assert_array_equal(y, keep[:, :, None, None] * 2.0 * x)
 
 
-def test_channel_dropout_unbatched_equals_batched_then_squeezed():
+def test_channel_dropout_unbatched_equals_batched_then_squeezed(rng):
     # torch's own check: the (C, *spatial) mask is the (1, C, *spatial) one.
-    x = RNG.normal(size=(4, 3, 3))
+    x = rng.normal(size=(4, 3, 3))
     unbatched = dropkit.channel_dropout(x, 0.5, spatial_dims=2, seed=5)
     batched = dropkit.channel_dropout(x[None], 0.5, spatial_dims=2, seed=5)
     np.testing.assert_array_equal(unbatched, batched[0])
@@ -146,9 +150,9 @@ def test_gaussian_dropout_rejects_p_one_and_masks():
         GaussianDropout(0.5, seed=0).forward(np.ones(3), mask=np.ones(3))
 
 
-def test_alpha_dropout_matches_torch_formula_and_keeps_mean_and_std():
+def test_alpha_dropout_matches_torch_formula_and_keeps_mean_and_std(rng):
     # torch: a = 1/sqrt((alpha^2 p + 1)(1 - p)); y = x*m*a + (m - 1)*alpha*a + alpha*a*p.
-    x, p = RNG.standard_normal(1_000_000), 0.2
+    x, p = rng.standard_normal(1_000_000), 0.2
     y = dropkit.alpha_dropout(x, p, seed=12)
     m = keep_mask(x.shape, p, seed=12)
     a = 1 / np.sqrt((SELU_ALPHA_PRIME**2 * p + 1) * (1 - p))
@@ -268,11 +272,11 @@ def test_supplied_mask_uses_the_mask_shape():
     assert layer.backward(np.ones((1, 2, 3))).tolist() == y.tolist()
 
 
-def test_drop_connect_drops_weights_with_the_torch_layout_mask():
+def test_drop_connect_drops_weights_with_the_torch_layout_mask(rng):
     from dropkit.dropconnect import DropConnectLinear
 
     layer = DropConnectLinear(5, 3, 0.5, rng=np.random.default_rng(0), seed=7, dtype=np.float64)
-    x = RNG.normal(size=(4, 5))
+    x = rng.normal(size=(4, 5))
     y = layer(x)
     keep = keep_mask((3, 5), 0.5, seed=7, stream=0)  # (out_features, in_features)
     np.testing.assert_allclose(y, x @ (layer.weight.value * keep.T * 2.0) + layer.bias.value, rtol=1e-12)
@@ -310,11 +314,11 @@ def test_drop_connect_refused_inference_call_keeps_the_training_forwards_mask_fo
     np.testing.assert_array_equal(layer.weight.grad, np.where(keep, 2.0 * 2.0, 0.0))
 
 
-def test_drop_connect_gradients_match_finite_differences():
+def test_drop_connect_gradients_match_finite_differences(rng):
     from dropkit.dropconnect import DropConnectLinear
 
     layer = DropConnectLinear(4, 3, 0.4, rng=np.random.default_rng(1), seed=3, dtype=np.float64)
-    x, upstream = RNG.normal(size=(2, 4)), RNG.normal(size=(2, 3))
+    x, upstream = rng.normal(size=(2, 4)), rng.normal(size=(2, 3))
     layer(x)
     dx = layer.backward(upstream)
     np.testing.assert_allclose(dx, numeric_grad(layer, x, upstream), atol=1e-7)

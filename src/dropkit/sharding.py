@@ -209,7 +209,7 @@ class Shard:
                 x, p, seed=seed, stream=stream, scale=scale, start=self.start, out=out
             )
         starts, length = self.runs
-        if not (kernels.numba_available() and kernels._fits_kernel(x, out, 0)):
+        if not (kernels.numba_available() and kernels._fits_kernel(x, out)):
             result = scale_kept(x, self.keep_mask(p, seed=seed, stream=stream), scale)
             if out is None:
                 return result

@@ -55,11 +55,9 @@ def _check_out(x: np.ndarray, out: Any) -> None:
         raise ValueError("out must be a writeable array, got a read-only one")
 
 
-def _fits_kernel(x: np.ndarray, out: np.ndarray | None, start: int) -> bool:
-    """Whether the numba kernel can take this call: dtype, memory layout, aliasing, index range."""
+def _fits_kernel(x: np.ndarray, out: np.ndarray | None) -> bool:
+    """Whether the numba kernel can take this call: dtype, memory layout, aliasing."""
     if x.dtype not in (np.float32, np.float64) or not x.flags.c_contiguous:
-        return False
-    if start + x.size > UINT64_LIMIT:  # the kernel's uint64 indexes would wrap
         return False
     if out is None or out is x:
         return True
@@ -105,9 +103,13 @@ def dropout_apply(
         check_uint64("stream", stream),
         check_uint64("start", start),
     )
+    if start + x.size > UINT64_LIMIT:  # for every p: indexes are unsigned 64-bit and must not wrap
+        raise ValueError(
+            f"start + count must be at most 2**64 (indexes are unsigned 64-bit), got {start} + {x.size}"
+        )
     if out is not None:
         _check_out(x, out)
-    cpu = _cpu_module() if USE_NUMBA and _fits_kernel(x, out, start) else None
+    cpu = _cpu_module() if USE_NUMBA and _fits_kernel(x, out) else None
     if cpu is None:
         return reference.dropout_apply(x, p, seed=seed, stream=stream, scale=scale, start=start, out=out)
     result = np.empty_like(x) if out is None else out

@@ -80,6 +80,9 @@ def _stride_order(x: Tensor) -> list[int]:
     return perm
 
 
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what every kernel takes
+
+
 def empty_dense_like(x: Tensor) -> Tensor:
     """An uninitialized dense tensor of ``x``'s shape, dtype and device, in ``x``'s stride order."""
     if x.is_contiguous():

@@ -30,6 +30,7 @@ import triton.language as tl
 
 from dropkit._validation import check_uint64
 from dropkit.philox import keep_threshold
+from dropkit.torch._ops import FLOAT_DTYPES
 
 __all__ = ["dropout_apply"]
 
@@ -37,7 +38,6 @@ _BLOCK = 2048  # elements per program: 512 Philox calls; a multiple of 4 so prog
 _NUM_WARPS = 4
 # The contract rounds x * scale once, so no multiply may ever be contracted into an fma.
 _OPTIONS = {"num_warps": _NUM_WARPS, "enable_fp_fusion": False}
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @triton.jit
@@ -126,7 +126,7 @@ def _int32_halves(value: int) -> tuple[int, int]:
 
 
 def _check_tensors(x: torch.Tensor, out: torch.Tensor | None) -> None:
-    if not isinstance(x, torch.Tensor) or x.dtype not in _DTYPES:
+    if not isinstance(x, torch.Tensor) or x.dtype not in FLOAT_DTYPES:
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"x must be a float16, bfloat16, float32 or float64 tensor, got {got}")
     if not x.is_contiguous():

@@ -20,14 +20,12 @@ from dropkit.torch import _ops, distributed
 
 __all__ = ["dropout"]
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
 
 def check_input(input: Tensor) -> None:
     """Raise ``TypeError`` unless ``input`` is a float16, bfloat16, float32 or float64 tensor."""
     if not isinstance(input, Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
-    if input.dtype not in FLOAT_DTYPES:
+    if input.dtype not in _ops.FLOAT_DTYPES:
         accepted = "float16, bfloat16, float32 or float64"
         raise TypeError(f"input must be a floating-point tensor ({accepted}), got {input.dtype}")
 
