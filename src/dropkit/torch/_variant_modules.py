@@ -101,6 +101,13 @@ class Dropout1d(_ChannelDropout):
     """torch's ``nn.Dropout1d``: zero whole channels of ``(N, C, L)`` or ``(C, L)``;
     see :func:`dropkit.torch.functional.channel_dropout`.
 
+    Args:
+        p: probability of dropping a channel, in [0, 1].
+        inplace: write the result into the input.
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    Shape: ``(N, C, L)`` or ``(C, L)``; output the same.
+
     >>> Dropout1d(0.5, seed=0)(torch.ones(1, 3, 2))[0]
     tensor([[0., 0.],
             [2., 2.],
@@ -116,6 +123,13 @@ class Dropout2d(_ChannelDropout):
     A 3-D input is the unbatched ``(C, H, W)`` (torch guesses and warns; use :class:`Dropout1d`
     for ``(N, C, L)``). See :func:`dropkit.torch.functional.channel_dropout`.
 
+    Args:
+        p: probability of dropping a channel, in [0, 1].
+        inplace: write the result into the input.
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    Shape: ``(N, C, H, W)`` or ``(C, H, W)``; output the same.
+
     >>> Dropout2d(0.5, seed=0)(torch.ones(3, 2, 2))[:, 0, 0]
     tensor([0., 2., 2.])
     """
@@ -125,6 +139,13 @@ class Dropout2d(_ChannelDropout):
 
 class Dropout3d(_ChannelDropout):
     """torch's ``nn.Dropout3d``: zero whole channels of ``(N, C, D, H, W)`` or ``(C, D, H, W)``.
+
+    Args:
+        p: probability of dropping a channel, in [0, 1].
+        inplace: write the result into the input.
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    Shape: ``(N, C, D, H, W)`` or ``(C, D, H, W)``; output the same.
 
     >>> Dropout3d(0.5, seed=0)(torch.ones(1, 3, 1, 1, 2))[0, :, 0, 0, 0]
     tensor([0., 2., 2.])
@@ -137,7 +158,12 @@ class LockedDropout(_Stochastic):
     """Locked (variational) dropout (AWD-LSTM): one mask per sequence, the same at every time step;
     see :func:`dropkit.torch.functional.locked_dropout`.
 
-    Shape: ``(T, N, *features)``, or ``(N, T, *features)`` with ``batch_first``.
+    Args:
+        p: probability of dropping a feature of a sequence, in [0, 1].
+        batch_first: inputs are ``(N, T, *features)`` instead of ``(T, N, *features)``.
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    Shape: ``(T, N, *features)``, or ``(N, T, *features)`` with ``batch_first``; output the same.
 
     >>> y = LockedDropout(0.5, seed=0)(torch.ones(5, 2, 3))
     >>> bool((y == y[0]).all())
@@ -160,6 +186,14 @@ class LockedDropout(_Stochastic):
 class DropPath(_Stochastic):
     """Drop path / stochastic depth (timm's ``DropPath``, torchvision's ``StochasticDepth``);
     see :func:`dropkit.torch.functional.drop_path`.
+
+    Args:
+        p: probability of dropping a sample's branch (``"row"``) or the whole batch's (``"batch"``).
+        mode: ``"row"`` (timm) or ``"batch"`` (torchvision's ``StochasticDepth(mode="batch")``).
+        scale_by_keep: scale kept branches by ``1 / (1 - p)`` (timm's default).
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    Shape: ``(N, ...)``; output the same.
 
     >>> DropPath(0.5, seed=0)(torch.ones(4, 2))[:, 0]
     tensor([0., 2., 2., 2.])
@@ -188,6 +222,12 @@ class GaussianDropout(_Stochastic):
     """Gaussian dropout (Keras' ``GaussianDropout``): ``y = x * eps``, ``eps ~ N(1, p / (1 - p))``;
     see :func:`dropkit.torch.functional.gaussian_dropout`.
 
+    Args:
+        p: the dropout rate it imitates, in [0, 1).
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    Shape: any; output the same.
+
     >>> GaussianDropout(0.5, seed=0).eval()(torch.ones(2))
     tensor([1., 1.])
     """
@@ -211,6 +251,13 @@ class AlphaDropout(_Stochastic):
     """torch's ``nn.AlphaDropout`` for SELU networks; see :func:`dropkit.torch.functional.alpha_dropout`.
 
     Unlike torch's module, ``inplace=True`` is honoured.
+
+    Args:
+        p: probability of dropping an element (a channel for :class:`FeatureAlphaDropout`), in [0, 1].
+        inplace: write the result into the input.
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    Shape: any (``(N, C, ...)`` for :class:`FeatureAlphaDropout`); output the same.
 
     >>> AlphaDropout(0.5, seed=0).eval()(torch.ones(2))
     tensor([1., 1.])
@@ -247,6 +294,15 @@ class FeatureAlphaDropout(AlphaDropout):
 class DropBlock2d(_Stochastic):
     """DropBlock (timm's ``DropBlock2d`` without its ignored arguments); see
     :func:`dropkit.torch.functional.drop_block2d`.
+
+    Args:
+        p: the target fraction of dropped activations, in [0, 1].
+        block_size: side of the dropped squares, a positive int (clipped to the feature map).
+        gamma_scale: positive factor on the seed rate.
+        batchwise: one mask for the whole batch.
+        seed: unsigned 64-bit seed, or ``None`` to follow torch's default generator.
+
+    Shape: ``(N, C, H, W)``; output the same.
 
     >>> y = DropBlock2d(0.3, 3, seed=1)(torch.ones(1, 1, 5, 5))
     >>> int((y == 0).sum())
