@@ -3,7 +3,8 @@
 :func:`dropkit.kernels.dropout_apply` picks the fastest CPU path (the fused numba kernel for
 contiguous float32/float64). float16 and bfloat16 data are widened to float32, where the product is
 formed anyway by the rounding rule of :mod:`dropkit.kernels.reference`, and rounded once back to
-the data type; bfloat16, which NumPy lacks, needs no mask code of its own that way.
+the data type; bfloat16, which NumPy lacks, needs no mask code of its own that way. Large outputs
+are advised huge pages before their first touch (:func:`advise_huge_pages`), as NumPy's arrays are.
 """
 
 from __future__ import annotations
