@@ -22,9 +22,10 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 import dropkit.torch as dt  # noqa: E402
+from dropkit.kernels import launch_per_run  # noqa: E402
 from dropkit.philox import keep_mask  # noqa: E402
 from dropkit.sharding import Shard, shard_keep_mask  # noqa: E402
-from dropkit.torch import _cpu, _ops  # noqa: E402
+from dropkit.torch import _checks, _cpu, _ops, _placement  # noqa: E402
 from dropkit.torch import distributed as D  # noqa: E402
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
@@ -99,7 +100,9 @@ def test_launch_per_run_matches_the_global_mask():
     local = part(x, offsets, local_shape).contiguous()
     out = torch.empty_like(local)
     shard = Shard(GLOBAL, offsets, local_shape)
-    D._launch_per_run(_cpu.dropout_apply, local, 0.3, 5, 2, 1 / 0.7, shard, out)
+    starts, length = shard.runs
+    rows, out_rows = local.view(-1, length), out.view(-1, length)
+    launch_per_run(_cpu.dropout_apply, rows, out_rows, starts.tolist(), 0.3, seed=5, stream=2, scale=1 / 0.7)
     assert torch.equal(out, part(dt.dropout(x, 0.3, seed=5, stream=2), offsets, local_shape))
 
 
@@ -133,7 +136,7 @@ def test_data_parallel_even_split_is_the_global_batch():
             layer_outputs.append(dt.Dropout(0.5, seed=4)(x[4 * rank : 4 * rank + 4]))
         assert torch.equal(y, expected[4 * rank : 4 * rank + 4])
     assert torch.equal(torch.cat(layer_outputs), dt.dropout(x, 0.5, seed=4, stream=0))
-    assert D._data_parallel is None
+    assert _placement.current().data_parallel is None
 
 
 def test_data_parallel_uneven_batch_sizes_and_batch_dim():
@@ -169,12 +172,12 @@ def test_data_parallel_composes_with_a_tensor_parallel_shard():
 def test_nested_contexts_restore_the_outer_one():
     with D.data_parallel(1, 2):
         with D.data_parallel(0, 4):
-            assert D._data_parallel == D.DataParallel(0, 4)
-        assert D._data_parallel == D.DataParallel(1, 2)
+            assert _placement.current().data_parallel == D.DataParallel(0, 4)
+        assert _placement.current().data_parallel == D.DataParallel(1, 2)
         with pytest.raises(RuntimeError, match="boom"), D.independent_masks(3):
             raise RuntimeError("boom")
-        assert D._stream_rank is None
-    assert D._data_parallel is None
+        assert _placement.current().stream_rank is None
+    assert _placement.current().data_parallel is None
 
 
 def test_independent_masks_fold_the_rank_into_the_stream():
@@ -217,13 +220,13 @@ def test_compiled_equals_eager_with_shards_and_contexts():
 
 def test_sharded_op_passes_torch_library_opcheck():
     x = torch.randn(3, 4, 5, dtype=torch.float64).permute(2, 0, 1).requires_grad_()
-    key = torch.tensor([_ops.to_signed(2**64 - 1), 5])
-    torch.library.opcheck(D.dropout_sharded_op, (x, key, 0.4, 1 / 0.6, [5, 3, 8], [0, 0, 2]))
+    key = torch.tensor([_checks.to_signed(2**64 - 1), 5])
+    torch.library.opcheck(_ops.dropout_sharded_op, (x, key, 0.4, 1 / 0.6, [5, 3, 8], [0, 0, 2]))
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
-        fake = D.dropout_sharded_op(
+        fake = _ops.dropout_sharded_op(
             mode.from_tensor(x), mode.from_tensor(key), 0.4, 1 / 0.6, [5, 3, 8], [0, 0, 2]
         )
-    assert fake.stride() == D.dropout_sharded_op(x, key, 0.4, 1 / 0.6, [5, 3, 8], [0, 0, 2]).stride()
+    assert fake.stride() == _ops.dropout_sharded_op(x, key, 0.4, 1 / 0.6, [5, 3, 8], [0, 0, 2]).stride()
 
 
 def test_bad_placements_are_rejected_before_any_state_changes():
@@ -271,7 +274,7 @@ def test_bad_placements_are_rejected_before_any_state_changes():
 def test_bad_data_parallel_arguments(kwargs, error, match):
     with pytest.raises(error, match=match), D.data_parallel(**kwargs):
         pass
-    assert D._data_parallel is None
+    assert _placement.current().data_parallel is None
 
 
 def test_bad_independent_masks_arguments():

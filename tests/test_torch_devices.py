@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from dropkit.torch import Dropout, _ops, dropout  # noqa: E402
+from dropkit.torch import Dropout, _launch, dropout  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available()
@@ -36,12 +36,12 @@ def cuda_route():
     if not INTERPRETED:
         yield
         return
-    cpu_kernel = _ops._kernel
-    _ops._kernel = lambda device: _ops._cuda_kernel()
+    cpu_kernel = _launch.kernel
+    _launch.kernel = lambda device: _launch._cuda_kernel()
     try:
         yield
     finally:
-        _ops._kernel = cpu_kernel
+        _launch.kernel = cpu_kernel
 
 
 def layouts():

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint  # noqa: E402
 import dropkit  # noqa: E402
 from dropkit.kernels.reference import scale_kept  # noqa: E402
 from dropkit.philox import keep_mask, keep_range  # noqa: E402
-from dropkit.torch import Dropout, _ops, dropout  # noqa: E402
+from dropkit.torch import Dropout, _checks, _launch, _ops, dropout  # noqa: E402
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 # Seeds and streams at and past 2**63 cross the op's int64 boundary as negative numbers.
@@ -79,7 +79,7 @@ def layouts():
 def test_masks_follow_the_logical_index_whatever_the_strides(name, x, dense):
     y = dropout(x, 0.4, seed=2**63 + 11, stream=3)
     assert torch.equal(y, reference(x, 0.4, 2**63 + 11, 3))
-    order = _ops._stride_order(x)  # innermost to outermost
+    order = _launch.stride_order(x)  # innermost to outermost
     assert y.permute(order[::-1]).is_contiguous()  # dense, in x's stride order
     if dense:
         assert y.stride() == x.stride()
@@ -107,15 +107,15 @@ def test_gradcheck_and_gradgradcheck_in_float64():
 
 def test_start_shifts_the_flat_index_for_future_sharding():
     x = data((3, 7), torch.float64)
-    y = _ops.dropout_op(x, 0.5, _ops.to_signed(2**63 + 1), 6, 2.0, 2**40 + 3)
+    y = _ops.dropout_op(x, 0.5, _checks.to_signed(2**63 + 1), 6, 2.0, 2**40 + 3)
     assert torch.equal(y, reference(x, 0.5, 2**63 + 1, 6, start=2**40 + 3))
 
 
 def test_seed_conversion_round_trips_every_bit_pattern():
     for value in (0, 1, 2**63 - 1, 2**63, 2**64 - 1):
-        signed = _ops.to_signed(value)
+        signed = _checks.to_signed(value)
         assert -(2**63) <= signed < 2**63
-        assert _ops.to_unsigned(signed) == value
+        assert _checks.to_unsigned(signed) == value
 
 
 # --- streams and seeds --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import dropkit.torch  # noqa: E402
-from dropkit.torch import Dropout, _ops, dropout  # noqa: E402
+from dropkit.torch import Dropout, _launch, dropout  # noqa: E402
 
 P = 0.2
 
@@ -251,10 +251,10 @@ def test_cuda_without_a_kernel_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "dropkit.torch._triton", None)  # makes the import fail ...
     monkeypatch.delattr(dropkit.torch, "_triton", raising=False)  # ... even after an earlier import
     with pytest.raises(RuntimeError, match="no CUDA kernel in this build"):
-        _ops._cuda_kernel()
-    monkeypatch.setattr(_ops.importlib.util, "find_spec", lambda name: None)
+        _launch._cuda_kernel()
+    monkeypatch.setattr(_launch.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match=r"CUDA tensors needs triton \(pip install triton\)"):
-        _ops._cuda_kernel()
+        _launch._cuda_kernel()
 
 
 def test_import_dropkit_does_not_import_torch():

@@ -38,8 +38,8 @@ from dropkit.torch import (  # noqa: E402
     GaussianDropout,
     LockedDropout,
     WeightDrop,
+    _checks,
     _ops,
-    _variants,
     mc_dropout,
     mc_predict,
 )
@@ -772,7 +772,7 @@ def test_drop_connect_linear_drops_the_weight_with_the_reference_mask_and_is_lin
 
 
 def test_drop_connect_linear_equals_the_numpy_layer():
-    reference = NumpyDropConnectLinear(5, 3, 0.5, rng=np.random.default_rng(0), seed=9, dtype=np.float64)
+    reference = NumpyDropConnectLinear(5, 3, p=0.5, rng=np.random.default_rng(0), seed=9, dtype=np.float64)
     reference.bias.value[:] = [0.1, -0.2, 0.3]
     layer = DropConnectLinear(5, 3, p=0.5, seed=9, dtype=torch.float64)
     with torch.no_grad():
@@ -895,17 +895,17 @@ def test_mc_predict_with_dropkit_modules_leaves_batchnorm_untouched():
 
 
 def test_ops_pass_torch_library_opcheck():
-    key = torch.tensor([_ops.to_signed(2**64 - 1), 3])
+    key = torch.tensor([_checks.to_signed(2**64 - 1), 3])
     for x in (
         torch.randn(3, 4, 5, 6, dtype=torch.float64).requires_grad_(),
         torch.randn(2, 3, 4, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last),
     ):
         mask = [[*x.shape[:2], 1, 1], [7, x.shape[1], 1, 1], [4, 0, 0, 0]]  # rows 4.. of a batch of 7
-        torch.library.opcheck(_variants.shaped_dropout_op, (x, key, 0.4, 1 / 0.6, *mask))
-        torch.library.opcheck(_variants.alpha_dropout_op, (x, key, 0.4, *mask))
+        torch.library.opcheck(_ops.shaped_dropout_op, (x, key, 0.4, 1 / 0.6, *mask))
+        torch.library.opcheck(_ops.alpha_dropout_op, (x, key, 0.4, *mask))
         shard = [[9, *x.shape[1:]], [5, 0, 0, 0]]
-        torch.library.opcheck(_variants.gaussian_dropout_op, (x, key, 0.4, *shard))
-        torch.library.opcheck(_variants.drop_block2d_op, (x, key, 0.4, 3, 1.0, False))
+        torch.library.opcheck(_ops.gaussian_dropout_op, (x, key, 0.4, *shard))
+        torch.library.opcheck(_ops.drop_block2d_op, (x, key, 0.4, 3, 1.0, False))
 
 
 class Net(nn.Module):

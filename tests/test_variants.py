@@ -275,7 +275,7 @@ def test_supplied_mask_uses_the_mask_shape():
 def test_drop_connect_drops_weights_with_the_torch_layout_mask(rng):
     from dropkit.dropconnect import DropConnectLinear
 
-    layer = DropConnectLinear(5, 3, 0.5, rng=np.random.default_rng(0), seed=7, dtype=np.float64)
+    layer = DropConnectLinear(5, 3, p=0.5, rng=np.random.default_rng(0), seed=7, dtype=np.float64)
     x = rng.normal(size=(4, 5))
     y = layer(x)
     keep = keep_mask((3, 5), 0.5, seed=7, stream=0)  # (out_features, in_features)
@@ -286,7 +286,7 @@ def test_drop_connect_drops_weights_with_the_torch_layout_mask(rng):
 def test_drop_connect_checks_p_before_any_state_moves_and_backward_uses_the_forwards_p():
     from dropkit.dropconnect import DropConnectLinear
 
-    layer = DropConnectLinear(4, 3, 0.5, rng=np.random.default_rng(1), seed=3, dtype=np.float64)
+    layer = DropConnectLinear(4, 3, p=0.5, rng=np.random.default_rng(1), seed=3, dtype=np.float64)
     x, upstream = np.ones((2, 4)), np.ones((2, 3))
     layer.p = 1.5
     with pytest.raises(ValueError, match="between 0 and 1"):
@@ -303,7 +303,7 @@ def test_drop_connect_checks_p_before_any_state_moves_and_backward_uses_the_forw
 def test_drop_connect_refused_inference_call_keeps_the_training_forwards_mask_for_backward():
     from dropkit.dropconnect import DropConnectLinear
 
-    layer = DropConnectLinear(4, 3, 0.5, rng=np.random.default_rng(1), seed=3, dtype=np.float64)
+    layer = DropConnectLinear(4, 3, p=0.5, rng=np.random.default_rng(1), seed=3, dtype=np.float64)
     x, upstream = np.ones((2, 4)), np.ones((2, 3))
     layer(x)
     layer.eval()
@@ -317,7 +317,7 @@ def test_drop_connect_refused_inference_call_keeps_the_training_forwards_mask_fo
 def test_drop_connect_gradients_match_finite_differences(rng):
     from dropkit.dropconnect import DropConnectLinear
 
-    layer = DropConnectLinear(4, 3, 0.4, rng=np.random.default_rng(1), seed=3, dtype=np.float64)
+    layer = DropConnectLinear(4, 3, p=0.4, rng=np.random.default_rng(1), seed=3, dtype=np.float64)
     x, upstream = rng.normal(size=(2, 4)), rng.normal(size=(2, 3))
     layer(x)
     dx = layer.backward(upstream)

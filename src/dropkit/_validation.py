@@ -114,3 +114,13 @@ def check_shard_arguments(global_shape: Any, offsets: Any) -> bool:
             f"global_shape and offsets go together: got global_shape={global_shape}, offsets={offsets}"
         )
     return global_shape is not None
+
+
+def check_index(name: str, value: Any, limit: int | None = None) -> int:
+    """``value`` as an int in ``[0, limit)`` (``[0, inf)`` without a limit): ranks, sizes, dims."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0 or (limit is not None and value >= limit):
+        bound = "" if limit is None else f", below {limit}"
+        raise ValueError(f"{name} must be a non-negative int{bound}, got {value}")
+    return int(value)

@@ -23,7 +23,7 @@ from dropkit.philox import keep_mask
 __all__ = ["DropBlock2d", "drop_block2d", "drop_block_keep"]
 
 
-def _check_block(shape: Shape, block_size: Any, gamma_scale: Any, batchwise: bool) -> Shape:
+def check_block(shape: Shape, block_size: Any, gamma_scale: Any, batchwise: bool) -> Shape:
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     if isinstance(gamma_scale, bool) or not isinstance(gamma_scale, (int, float)) or not gamma_scale > 0:
@@ -64,7 +64,7 @@ def drop_block_keep(
            [1, 1, 0, 0, 0],
            [1, 1, 1, 1, 1]])
     """
-    mask_shape = _check_block(tuple(shape), block_size, gamma_scale, batchwise)
+    mask_shape = check_block(tuple(shape), block_size, gamma_scale, batchwise)
     p = check_probability(p)
     if 0 in mask_shape:  # nothing to drop, and the seed rate would divide by the empty map's area
         return keep_mask(mask_shape, 0.0, seed=seed, stream=stream)
@@ -124,7 +124,7 @@ def drop_block2d(
     """
     x = check_float_array("x", x)
     p = check_probability(p)
-    _check_block(x.shape, block_size, gamma_scale, batchwise)
+    check_block(x.shape, block_size, gamma_scale, batchwise)
     if not training or p == 0.0:
         return x
     keep = drop_block_keep(
@@ -157,12 +157,12 @@ class DropBlock2d(_MaskDropout):
         batchwise: bool = False,
         seed: int | None = None,
     ) -> None:
-        _check_block((1, 1, 1, 1), block_size, gamma_scale, batchwise)
+        check_block((1, 1, 1, 1), block_size, gamma_scale, batchwise)
         super().__init__(p, seed=seed)
         self.block_size, self.gamma_scale, self.batchwise = block_size, gamma_scale, bool(batchwise)
 
     def _mask_shape(self, shape: Shape) -> Shape:
-        return _check_block(shape, self.block_size, self.gamma_scale, self.batchwise)
+        return check_block(shape, self.block_size, self.gamma_scale, self.batchwise)
 
     def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
         return drop_block2d(

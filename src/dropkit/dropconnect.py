@@ -31,7 +31,7 @@ class DropConnectLinear(Linear):
 
     Shape: ``(N, in_features) -> (N, out_features)``.
 
-    >>> layer = DropConnectLinear(4, 3, 0.5, rng=np.random.default_rng(0), seed=0)
+    >>> layer = DropConnectLinear(4, 3, p=0.5, rng=np.random.default_rng(0), seed=0)
     >>> layer(np.ones((2, 4), np.float32)).shape
     (2, 3)
     """
@@ -40,8 +40,8 @@ class DropConnectLinear(Linear):
         self,
         in_features: int,
         out_features: int,
-        p: float = 0.5,
         *,
+        p: float = 0.5,
         rng: np.random.Generator,
         seed: int | None = None,
         dtype: type[np.floating] = np.float32,

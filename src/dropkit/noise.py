@@ -33,7 +33,7 @@ TWO_TO_MINUS_32 = 2.0**-32
 SELU_ALPHA_PRIME = 1.7580993408473766  # -SELU's negative saturation, lambda * alpha (torch's constant)
 
 
-def _check_gaussian_p(p: Any) -> float:
+def check_gaussian_p(p: Any) -> float:
     p = check_probability(p)
     if p == 1.0:
         raise ValueError(
@@ -76,7 +76,7 @@ def gaussian_noise(
     ...       == gaussian_noise((4, 3), 0.5, seed=0, stream=0)[1:3]).all())
     True
     """
-    p = _check_gaussian_p(p)
+    p = check_gaussian_p(p)
     if check_shard_arguments(global_shape, offsets):
         local_shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
         index = Shard(global_shape, offsets, local_shape).global_indexes()
@@ -114,19 +114,19 @@ def gaussian_dropout(
     [1.0, 1.0, 1.0, 1.0]
     """
     x = check_float_array("x", x)
-    p = _check_gaussian_p(p)
+    p = check_gaussian_p(p)
     if not training or p == 0.0:
         return x
     return _times(x, gaussian_noise(x.shape, p, seed=seed, stream=stream))
 
 
-def _alpha_constants(p: float) -> tuple[float, float, float]:
+def alpha_constants(p: float) -> tuple[float, float, float]:
     """torch's affine correction: ``a = ((1 - p)(1 + p alpha'^2))^(-1/2)``, kept and dropped offsets."""
     a = 1.0 / np.sqrt((SELU_ALPHA_PRIME**2 * p + 1.0) * (1.0 - p))
     return a, SELU_ALPHA_PRIME * a * p, -SELU_ALPHA_PRIME * a * (1.0 - p)
 
 
-def _alpha_mask_shape(shape: Shape, feature: bool) -> Shape:
+def alpha_mask_shape(shape: Shape, feature: bool) -> Shape:
     if not feature:
         return shape
     if len(shape) < 2:
@@ -135,7 +135,7 @@ def _alpha_mask_shape(shape: Shape, feature: bool) -> Shape:
 
 
 def _alpha_apply(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
-    a, kept_offset, dropped_value = (compute_dtype(x.dtype)(c) for c in _alpha_constants(p))
+    a, kept_offset, dropped_value = (compute_dtype(x.dtype)(c) for c in alpha_constants(p))
     wide = compute_dtype(x.dtype)
     y = np.where(keep, np.multiply(x, a, dtype=wide) + kept_offset, dropped_value)
     return y.astype(x.dtype, copy=False)
@@ -165,7 +165,7 @@ def alpha_dropout(
     """
     x = check_float_array("x", x)
     p = check_probability(p)
-    mask_shape = _alpha_mask_shape(x.shape, feature)
+    mask_shape = alpha_mask_shape(x.shape, feature)
     if not training or p == 0.0:
         return x
     if p == 1.0:
@@ -185,11 +185,11 @@ class GaussianDropout(_MaskDropout):
     accepts_mask = False
 
     def __init__(self, p: float = 0.5, *, seed: int | None = None) -> None:
-        _check_gaussian_p(p)
+        check_gaussian_p(p)
         super().__init__(p, seed=seed)
 
     def _check_p(self, p: Any) -> float:
-        return _check_gaussian_p(p)
+        return check_gaussian_p(p)
 
     def _mask_shape(self, shape: Shape) -> Shape:
         return shape
@@ -216,7 +216,7 @@ class AlphaDropout(_MaskDropout):
         self.feature = bool(feature)
 
     def _mask_shape(self, shape: Shape) -> Shape:
-        return _alpha_mask_shape(shape, self.feature)
+        return alpha_mask_shape(shape, self.feature)
 
     def _apply(self, x: np.ndarray, p: float, stream: int) -> np.ndarray:
         return alpha_dropout(x, p, feature=self.feature, seed=self.seed, stream=stream)
@@ -225,7 +225,7 @@ class AlphaDropout(_MaskDropout):
         return x
 
     def _training_scale(self, p: float) -> float:
-        return 0.0 if p == 1.0 else float(_alpha_constants(p)[0])
+        return 0.0 if p == 1.0 else float(alpha_constants(p)[0])
 
     def _grad(self, grad: np.ndarray, p: float, stream: int) -> np.ndarray:
         if p == 0.0:

@@ -20,20 +20,15 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from dropkit import kernels
 from dropkit._validation import UINT64_LIMIT, check_dims, check_float_array, check_uint64
-from dropkit.kernels.reference import scale_kept
 from dropkit.philox import KEEP_NONE, keep_range, keep_threshold, random_bits
 
 __all__ = ["Runs", "Shard", "shard_dropout_apply", "shard_keep_mask"]
-
-# Below this many runs, each run goes to the kernel dispatcher on its own (and may use every thread);
-# from here on one compiled loop hands whole runs to the threads.
-_FEW_RUNS = 8
 
 
 class Runs(NamedTuple):
@@ -189,9 +184,8 @@ class Shard:
     ) -> np.ndarray:
         """:func:`dropkit.kernels.dropout_apply` for the shard: ``x * keep * scale`` with its global mask.
 
-        One range goes to the kernels with ``start``; several runs go to the fused kernel run by run
-        (one compiled loop over them when numba is available), else through :meth:`keep_mask` and
-        the reference rounding.
+        One range goes to :func:`dropkit.kernels.dropout_apply` with ``start``; several runs go to
+        :func:`dropkit.kernels.dropout_apply_runs` with their starts.
 
         Args:
             x: floating-point array of shape ``local_shape``.
@@ -200,56 +194,14 @@ class Shard:
         x = check_float_array("x", x)
         if x.shape != self.local_shape:
             raise ValueError(f"x must have the shard's local shape {self.local_shape}, got {x.shape}")
-        threshold = keep_threshold(p)
+        keep_threshold(p)
         seed, stream = check_uint64("seed", seed), check_uint64("stream", stream)
         if out is not None:
-            kernels._check_out(x, out)
+            kernels.check_out(x, out)
+        kwargs = {"seed": seed, "stream": stream, "scale": scale, "out": out}
         if self.start is not None:
-            return kernels.dropout_apply(
-                x, p, seed=seed, stream=stream, scale=scale, start=self.start, out=out
-            )
-        starts, length = self.runs
-        if not (kernels.numba_available() and kernels._fits_kernel(x, out)):
-            result = scale_kept(x, self.keep_mask(p, seed=seed, stream=stream), scale)
-            if out is None:
-                return result
-            out[...] = result
-            return out
-        result = np.empty_like(x) if out is None else out
-        rows, out_rows = x.reshape(starts.size, length), result.reshape(starts.size, length)
-        if starts.size < _FEW_RUNS:
-            for row, out_row, start in zip(rows, out_rows, starts.tolist(), strict=True):
-                kernels.dropout_apply(row, p, seed=seed, stream=stream, scale=scale, start=start, out=out_row)
-            return result
-        integers = (np.uint64(v) for v in (threshold, seed, stream))
-        _runs_kernel()(rows, out_rows, starts, *integers, float(scale))
-        return result
-
-
-# numba.prange and dropkit.kernels.cpu.dropout_kernel_serial, bound by _runs_kernel before it compiles.
-_prange: Any = None
-_serial_kernel: Any = None
-
-
-def _dropout_runs(rows, out_rows, starts, threshold, seed, stream, scale):  # pragma: no cover - compiled
-    """Row ``r`` of ``rows`` is the global range from ``starts[r]``: one serial fused kernel call per row."""
-    for r in _prange(starts.size):
-        _serial_kernel(rows[r], out_rows[r], starts[r], threshold, seed, stream, scale)
-
-
-@functools.cache
-def _runs_kernel():
-    """:func:`_dropout_runs` compiled by numba, threads taking whole runs.
-
-    Compiled on first use, so :mod:`dropkit.kernels.cpu` (and numba) load only when a sharded call
-    needs them; a module-level function with module-level names, so numba's disk cache serves every
-    later process (a closure would be compiled again in each).
-    """
-    global _prange, _serial_kernel
-    import numba
-
-    _prange, _serial_kernel = numba.prange, kernels._cpu_module().dropout_kernel_serial
-    return numba.njit(parallel=True, cache=True)(_dropout_runs)
+            return kernels.dropout_apply(x, p, start=self.start, **kwargs)
+        return kernels.dropout_apply_runs(x, p, starts=self.runs.starts, **kwargs)
 
 
 def shard_keep_mask(

@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from dropkit.philox import KEEP_NONE
 
-__all__ = ["SERIAL_MAX", "dropout_kernel", "dropout_kernel_serial"]
+__all__ = ["SERIAL_MAX", "dropout_kernel", "dropout_kernel_serial", "dropout_runs_kernel"]
 
 _U64 = np.uint64
 _U32 = np.uint32
@@ -151,6 +151,22 @@ def dropout_kernel_serial(
     factor = x.dtype.type(scale)
     for task in range(_n_tasks(start, x.size)):
         _run_task(x, out, task, start, threshold, s0, s1, rk0, rk1, factor)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def dropout_runs_kernel(
+    rows: np.ndarray,
+    out_rows: np.ndarray,
+    starts: np.ndarray,
+    threshold: np.uint64,
+    seed: np.uint64,
+    stream: np.uint64,
+    scale: float,
+) -> None:
+    """Row ``r`` of the 2-D ``rows`` is the global range from ``starts[r]``: threads take whole rows,
+    each one :func:`dropout_kernel_serial` call (a shard split along an inner dim)."""
+    for r in prange(starts.size):
+        dropout_kernel_serial(rows[r], out_rows[r], starts[r], threshold, seed, stream, scale)
 
 
 def _start_threads_with_passive_waits() -> None:

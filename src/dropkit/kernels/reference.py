@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dropkit.philox import keep_range
+from dropkit.philox import KEEP_NONE, keep_range, keep_threshold, random_bits
 
 
 def compute_dtype(dtype: np.dtype) -> type[np.floating]:
@@ -66,3 +66,19 @@ def dropout_apply(
         return result
     out[...] = result
     return out
+
+
+def dropout_apply_runs(
+    x: np.ndarray, p: float, *, seed: int, stream: int, scale: float, starts: np.ndarray
+) -> np.ndarray:
+    """:func:`dropout_apply` of ``x`` as ``len(starts)`` rows, row ``r`` from global index ``starts[r]``.
+
+    Returns a new array of ``x``'s shape and dtype.
+    """
+    threshold = keep_threshold(p)
+    if threshold == KEEP_NONE:  # p == 1
+        return np.zeros_like(x)
+    length = x.size // len(starts) if len(starts) else 0
+    indexes = starts[:, None] + np.arange(length, dtype=np.uint64)
+    keep = random_bits(seed, stream, indexes) >= np.uint32(threshold)
+    return scale_kept(x, keep.reshape(x.shape), scale)

@@ -11,10 +11,13 @@ import torch.
 from __future__ import annotations
 
 from dropkit.torch import functional
-from dropkit.torch._variant_modules import (
+from dropkit.torch.functional import dropout
+from dropkit.torch.mc import mc_dropout, mc_predict
+from dropkit.torch.modules import (
     AlphaDropout,
     DropBlock2d,
     DropConnectLinear,
+    Dropout,
     Dropout1d,
     Dropout2d,
     Dropout3d,
@@ -24,9 +27,6 @@ from dropkit.torch._variant_modules import (
     LockedDropout,
     WeightDrop,
 )
-from dropkit.torch.functional import dropout
-from dropkit.torch.mc import mc_dropout, mc_predict
-from dropkit.torch.modules import Dropout
 
 __all__ = [
     "AlphaDropout",

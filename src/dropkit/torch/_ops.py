@@ -1,43 +1,59 @@
-"""The dropout custom ops: one kernel call per device, a fake implementation, and autograd.
+"""The custom ops of the torch face: one kernel call per device, a fake implementation, and autograd.
 
 ``dropkit::dropout(x, p, seed, stream, scale, start)`` returns ``x * keep * scale`` with the
 contract's mask over ``x``'s logical row-major index (plus ``start``, the flat index of ``x[0...]``
 in a larger tensor; 0 unless a caller shards). Its derivative in ``x`` is ``keep * scale``, so
 backward is the same op applied to the gradient: autograd keeps ``(p, seed, stream, scale,
-start)`` as Python numbers and no tensor, and double backward comes for free.
-
-Seeds and streams are unsigned 64-bit in the contract while op integers are signed 64-bit, so
-they cross the op boundary reinterpreted two's-complement (:func:`to_signed`, :func:`to_unsigned`).
+start)`` as Python numbers and no tensor, and double backward comes for free. Every other op here is
+*self-adjoint* the same way except alpha dropout (``dy/dx = keep * a``); :func:`_self_adjoint`
+registers their backward, :func:`_fake_like_input` their fake (meta) implementation.
 
 Under ``torch.compile`` a seed drawn per call (``seed=None``) or a module's call counter is a run-
-time value, not a constant that can be baked into the graph. Those calls use
-``dropkit::dropout_keyed``, which takes ``(seed, stream)`` as a 2-element int64 CPU tensor and saves
-that 16-byte key for backward; ``dropkit::draw_seed_`` fills a seed tensor from torch's default
-CPU generator at run time, exactly as the eager path draws it, so compiled and eager runs agree.
+time value, not a constant that can be baked into the graph. Those calls use the *keyed* ops, which
+take ``(seed, stream)`` as a 2-element int64 CPU tensor (:func:`key_tensor`) and save that 16-byte
+key for backward; ``dropkit::draw_seed_`` fills a seed tensor from torch's default CPU generator at
+run time, exactly as the eager path draws it, so compiled and eager runs agree.
+
+The variants' ops (``shaped_dropout``, ``gaussian_dropout``, ``drop_block2d``, ``alpha_dropout``)
+draw their mask with the NumPy reference (:mod:`dropkit.layers`, :mod:`dropkit.noise`,
+:mod:`dropkit.dropblock`) on the CPU -- it has one entry per channel, sequence or sample -- and
+apply it with torch ops on ``x``'s device.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
-
+import numpy as np
 import torch
 from torch import Tensor
 
-from dropkit.torch import _cpu
+from dropkit.dropblock import drop_block_keep
+from dropkit.noise import alpha_constants, gaussian_noise
+from dropkit.sharding import Shard
+from dropkit.torch import _launch
+from dropkit.torch._checks import to_signed, to_unsigned
 
-_UINT64 = 2**64
+__all__ = [
+    "alpha_dropout_op",
+    "bernoulli",
+    "draw_seed_op",
+    "drop_block2d_op",
+    "dropout_keyed_op",
+    "dropout_op",
+    "dropout_sharded_op",
+    "fresh_seed",
+    "gaussian_dropout_op",
+    "key_tensor",
+    "mask_args",
+    "shaped_dropout_op",
+    "unpack_key",
+]
+
 _INT63_LIMIT = 2**63 - 1  # fresh seeds are drawn from [0, 2**63 - 1), torch.randint's int64 range
 
 
-def to_signed(value: int) -> int:
-    """An unsigned 64-bit integer as the int64 with the same bits."""
-    return value - _UINT64 if value >= 2**63 else value
-
-
-def to_unsigned(value: int) -> int:
-    """An int64 as the unsigned 64-bit integer with the same bits."""
-    return value % _UINT64
+def fresh_seed() -> int:
+    """A 63-bit seed from torch's default CPU generator (``torch.manual_seed`` governs it)."""
+    return int(torch.randint(0, _INT63_LIMIT, (), dtype=torch.int64))
 
 
 def unpack_key(key: Tensor) -> tuple[int, int]:
@@ -46,153 +62,68 @@ def unpack_key(key: Tensor) -> tuple[int, int]:
     return to_unsigned(seed), to_unsigned(stream)
 
 
-def fresh_seed() -> int:
-    """A 63-bit seed from torch's default CPU generator (``torch.manual_seed`` governs it)."""
-    return int(torch.randint(0, _INT63_LIMIT, (), dtype=torch.int64))
+def _fake_like_input(op) -> None:
+    """Register ``op``'s fake: an output of ``x``'s shape, dtype, device and stride order."""
+
+    def fake(x: Tensor, *args) -> Tensor:
+        return _launch.empty_dense_like(x)
+
+    op.register_fake(fake)
 
 
-def _stride_order(x: Tensor) -> list[int]:
-    """Dims of ``x`` from innermost to outermost by stride, as torch's TensorIterator orders them.
+_SAVED = object()  # stands for a tensor argument kept by save_for_backward
 
-    Size-1 and stride-0 (broadcast) dims are ambiguous and keep their logical place, so a
-    permuted, sliced or channels_last input gets an output dense in the same order.
+
+def _self_adjoint(op) -> None:
+    """Register autograd for ``op(x, *args)`` whose derivative in ``x`` is ``op`` itself, same ``args``.
+
+    Tensor arguments (the 16-byte ``(seed, stream)`` key) are saved for backward; numbers are kept on
+    ``ctx``. No mask is saved: backward regenerates it.
     """
-    ndim = x.dim()
-    perm = list(range(ndim - 1, -1, -1))
 
-    def should_swap(dim0: int, dim1: int) -> int:
-        stride0, stride1 = x.stride(dim0), x.stride(dim1)
-        if x.shape[dim0] == 1 or x.shape[dim1] == 1 or stride0 == 0 or stride1 == 0:
-            return 0
-        if stride0 != stride1:
-            return 1 if stride0 > stride1 else -1
-        return 1 if x.shape[dim0] > x.shape[dim1] else 0
+    def setup_context(ctx, inputs, output) -> None:
+        args = inputs[1:]
+        ctx.save_for_backward(*(a for a in args if isinstance(a, Tensor)))
+        ctx.args = [_SAVED if isinstance(a, Tensor) else a for a in args]
 
-    for i in range(1, ndim):  # insertion sort that tolerates ambiguous comparisons
-        dim1 = i
-        for dim0 in range(i - 1, -1, -1):
-            comparison = should_swap(perm[dim0], perm[dim1])
-            if comparison > 0:
-                perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
-                dim1 = dim0
-            elif comparison < 0:
-                break
-    return perm
+    def backward(ctx, grad: Tensor):
+        saved = iter(ctx.saved_tensors)
+        args = [next(saved) if a is _SAVED else a for a in ctx.args]
+        return op(grad, *args), *(None for _ in args)
+
+    op.register_autograd(backward, setup_context=setup_context)
 
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what every kernel takes
-
-
-def empty_dense_like(x: Tensor) -> Tensor:
-    """An uninitialized dense tensor of ``x``'s shape, dtype and device, in ``x``'s stride order."""
-    if x.is_contiguous():
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    strides = [0] * x.dim()
-    step = 1
-    for dim in _stride_order(x):
-        strides[dim] = step
-        step *= x.shape[dim]
-    return torch.empty_strided(x.shape, strides, dtype=x.dtype, device=x.device)
-
-
-def new_output(x: Tensor) -> Tensor:
-    """:func:`empty_dense_like` for a real (not fake) output: large CPU ones get huge pages (see ``_cpu``)."""
-    return _cpu.advise_huge_pages(empty_dense_like(x))
-
-
-def _cuda_kernel() -> Callable[..., Tensor]:
-    """The Triton launcher, imported on first use so CPU users never need triton."""
-    try:
-        from dropkit.torch import _triton
-    except ImportError as error:
-        if importlib.util.find_spec("triton") is None:
-            raise RuntimeError(
-                "dropkit.torch on CUDA tensors needs triton (pip install triton); it is not installed"
-            ) from error
-        raise RuntimeError(
-            f"dropkit.torch has no CUDA kernel in this build (importing dropkit.torch._triton: {error})"
-        ) from error
-    return _triton.dropout_apply
-
-
-def _kernel(device: torch.device) -> Callable[..., Tensor]:
-    """The ``dropout_apply(x, p, *, seed, stream, scale, start, out)`` launcher for ``device``."""
-    if device.type == "cpu":
-        return _cpu.dropout_apply
-    if device.type == "cuda":
-        return _cuda_kernel()
-    raise RuntimeError(f"dropkit.torch supports CPU and CUDA tensors, got a tensor on {device}")
-
-
-def on_dense(x: Tensor, write: Callable[[Tensor, Tensor], object]) -> Tensor:
-    """``write(x_contiguous, out_contiguous)``, returned with ``x``'s stride order (``empty_dense_like``).
-
-    The mask follows the logical row-major index, not memory order, so strided tensors go through
-    contiguous copies; contiguous ones are used as they are.
-    """
-    out = new_output(x)
-    dense_out = (
-        out
-        if out.is_contiguous()
-        else _cpu.advise_huge_pages(torch.empty_like(x, memory_format=torch.contiguous_format))
-    )
-    write(x.contiguous(), dense_out)
-    return out if dense_out is out else out.copy_(dense_out)
-
-
-def _apply(x: Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> Tensor:
-    """The op on a real tensor: run the device's kernel over the logical contiguous view of ``x``."""
-    kernel = _kernel(x.device)
-    return on_dense(
-        x, lambda dense, out: kernel(dense, p, seed=seed, stream=stream, scale=scale, start=start, out=out)
-    )
+# --- dropout: the fused kernels ----------------------------------------------------------------
 
 
 @torch.library.custom_op("dropkit::dropout", mutates_args=())
 def dropout_op(x: Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> Tensor:
-    """``x * keep * scale``; ``seed`` and ``stream`` as int64 (see :func:`to_signed`)."""
-    return _apply(x, p, to_unsigned(seed), to_unsigned(stream), scale, start)
-
-
-@dropout_op.register_fake
-def _dropout_fake(x: Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> Tensor:
-    return empty_dense_like(x)
-
-
-def _dropout_setup_context(ctx, inputs, output) -> None:
-    _, ctx.p, ctx.seed, ctx.stream, ctx.scale, ctx.start = inputs  # numbers only: no tensor is saved
-
-
-def _dropout_backward(ctx, grad: Tensor):
-    # d(x * keep * scale)/dx = keep * scale: the forward op, applied to the gradient.
-    return dropout_op(grad, ctx.p, ctx.seed, ctx.stream, ctx.scale, ctx.start), None, None, None, None, None
-
-
-dropout_op.register_autograd(_dropout_backward, setup_context=_dropout_setup_context)
+    """``x * keep * scale``; ``seed`` and ``stream`` as int64 (see ``_checks.to_signed``)."""
+    return _launch.apply(x, p, to_unsigned(seed), to_unsigned(stream), scale, start)
 
 
 @torch.library.custom_op("dropkit::dropout_keyed", mutates_args=())
 def dropout_keyed_op(x: Tensor, key: Tensor, p: float, scale: float, start: int) -> Tensor:
     """``dropkit::dropout`` with ``(seed, stream)`` given as an int64 CPU tensor of shape ``(2,)``."""
-    return _apply(x, p, *unpack_key(key), scale, start)
+    return _launch.apply(x, p, *unpack_key(key), scale, start)
 
 
-@dropout_keyed_op.register_fake
-def _dropout_keyed_fake(x: Tensor, key: Tensor, p: float, scale: float, start: int) -> Tensor:
-    return empty_dense_like(x)
+@torch.library.custom_op("dropkit::dropout_sharded", mutates_args=())
+def dropout_sharded_op(
+    x: Tensor, key: Tensor, p: float, scale: float, global_shape: list[int], offsets: list[int]
+) -> Tensor:
+    """``x * keep * scale`` where ``x`` sits at ``offsets`` in a tensor of ``global_shape``: the shard's
+    runs of global indexes, each through the fused kernel."""
+    shard = Shard(tuple(global_shape), tuple(offsets), tuple(x.shape))
+    if x.numel() == 0:
+        return _launch.empty_dense_like(x)
+    return _launch.apply_shard(x, p, *unpack_key(key), scale, shard)
 
 
-def _dropout_keyed_setup_context(ctx, inputs, output) -> None:
-    _, key, ctx.p, ctx.scale, ctx.start = inputs
-    ctx.save_for_backward(key)
-
-
-def _dropout_keyed_backward(ctx, grad: Tensor):
-    (key,) = ctx.saved_tensors
-    return dropout_keyed_op(grad, key, ctx.p, ctx.scale, ctx.start), None, None, None, None
-
-
-dropout_keyed_op.register_autograd(_dropout_keyed_backward, setup_context=_dropout_keyed_setup_context)
+for _op in (dropout_op, dropout_keyed_op, dropout_sharded_op):
+    _fake_like_input(_op)
+    _self_adjoint(_op)
 
 
 # A mutating op, so the compiler neither merges two draws (CSE) nor drops one; the
@@ -210,16 +141,172 @@ def _draw_seed_fake(out: Tensor) -> None:
     return None
 
 
-def fresh_seed_tensor() -> Tensor:
-    """:func:`fresh_seed` as a 0-d int64 CPU tensor, drawn when the (compiled) graph runs."""
-    seed = torch.empty((), dtype=torch.int64)
-    draw_seed_op(seed)
-    return seed
-
-
 def key_tensor(seed: int | None, stream: int | Tensor) -> Tensor:
     """``(seed, stream)`` as the keyed ops' int64 CPU tensor of shape ``(2,)``, both reinterpreted
     signed; ``seed=None`` draws a fresh seed when the (compiled) graph runs."""
-    seed_t = fresh_seed_tensor() if seed is None else torch.tensor(to_signed(seed))
+    if seed is None:
+        seed_t = torch.empty((), dtype=torch.int64)
+        draw_seed_op(seed_t)
+    else:
+        seed_t = torch.tensor(to_signed(seed))
     stream_t = stream if isinstance(stream, Tensor) else torch.tensor(to_signed(stream))
     return torch.stack((seed_t, stream_t))
+
+
+# --- the variants: a mask drawn on the CPU, applied with torch ops ------------------------------
+
+
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """The type products are formed in: float64 for float64 data, float32 otherwise (the contract)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _constant(value: float, wide: torch.dtype) -> float:
+    """``value`` rounded once to the compute type, as the reference rounds its constants."""
+    return float(np.float32(value)) if wide == torch.float32 else float(value)
+
+
+def _fill_dropped(out: Tensor, keep: np.ndarray, value: float) -> Tensor:
+    """Set ``out`` to ``value`` where the mask ``keep`` (same rank, 1 where it broadcasts) is False.
+
+    Only the dropped elements are written, through an index: ``masked_fill_`` visits every element
+    and ran at about a tenth of a multiply's speed on CPU. A smaller mask indexes ``out`` viewed with
+    its drawn dims first, one index entry per dropped channel, sequence or sample.
+    """
+    if keep.all():
+        return out
+    if not keep.any():
+        return out.fill_(value)
+    if keep.shape == tuple(out.shape) and out.is_contiguous():
+        out.view(-1)[torch.from_numpy(np.flatnonzero(~keep)).to(out.device)] = value
+        return out
+    drawn = [d for d in range(out.dim()) if keep.shape[d] == out.shape[d]]
+    shared = [d for d in range(out.dim()) if keep.shape[d] != out.shape[d]]
+    dropped = np.nonzero(~keep.reshape([keep.shape[d] for d in drawn]))
+    out.permute(drawn + shared)[tuple(torch.from_numpy(i).to(out.device) for i in dropped)] = value
+    return out
+
+
+def _scale_kept(x: Tensor, keep: np.ndarray, scale: float) -> Tensor:
+    """``keep ? x * scale : 0`` with ``keep`` a NumPy bool mask broadcastable to ``x`` (same rank).
+
+    The product is formed in float32 (float64 for float64 data) and rounded once to ``x``'s dtype;
+    dropped elements are set to +0, never multiplied by 0, so inf and NaN inputs give 0 there, as in
+    the reference.
+    """
+    wide = _wide(x.dtype)
+    out = _launch.new_output(x)
+    torch.mul(x.to(wide), _constant(scale, wide), out=out)
+    return _fill_dropped(out, keep, 0.0)
+
+
+def _mask(mask_shape: list[int], mask_global_shape: list[int], mask_offsets: list[int]) -> Shard:
+    """The mask's :class:`~dropkit.sharding.Shard` an op's list arguments spell out (ops take lists)."""
+    return Shard(tuple(mask_global_shape), tuple(mask_offsets), tuple(mask_shape))
+
+
+def mask_args(mask: Shard) -> tuple[list[int], list[int], list[int]]:
+    """A mask shard as the ops' ``(mask_shape, mask_global_shape, mask_offsets)`` list arguments."""
+    return list(mask.local_shape), list(mask.global_shape), list(mask.offsets)
+
+
+@torch.library.custom_op("dropkit::shaped_dropout", mutates_args=())
+def shaped_dropout_op(
+    x: Tensor,
+    key: Tensor,
+    p: float,
+    scale: float,
+    mask_shape: list[int],
+    mask_global_shape: list[int],
+    mask_offsets: list[int],
+) -> Tensor:
+    """``x * keep * scale`` with ``keep`` the mask shard's keep decisions broadcast to ``x``."""
+    seed, stream = unpack_key(key)
+    keep = _mask(mask_shape, mask_global_shape, mask_offsets).keep_mask(p, seed=seed, stream=stream)
+    return _scale_kept(x, keep, scale)
+
+
+def bernoulli(x: Tensor, key: Tensor, p: float, scale: float, mask: Shard) -> Tensor:
+    """``x * keep * scale`` with ``mask``'s keep decisions: the fused kernels for a full-shape mask,
+    else the broadcast mask."""
+    if mask.local_shape == tuple(x.shape):
+        if mask.start is not None:
+            return dropout_keyed_op(x, key, p, scale, mask.start)
+        return dropout_sharded_op(x, key, p, scale, list(mask.global_shape), list(mask.offsets))
+    return shaped_dropout_op(x, key, p, scale, *mask_args(mask))
+
+
+@torch.library.custom_op("dropkit::gaussian_dropout", mutates_args=())
+def gaussian_dropout_op(
+    x: Tensor, key: Tensor, p: float, global_shape: list[int], offsets: list[int]
+) -> Tensor:
+    """``x * eps``, ``eps`` the slice at ``offsets`` of ``gaussian_noise(global_shape, p, seed, stream)``,
+    formed in float32/float64."""
+    seed, stream = unpack_key(key)
+    wide = _wide(x.dtype)
+    shape = tuple(x.shape)
+    sharded = {} if tuple(global_shape) == shape else {"global_shape": global_shape, "offsets": offsets}
+    noise = torch.from_numpy(gaussian_noise(shape, p, seed=seed, stream=stream, **sharded))
+    return torch.mul(x.to(wide), noise.to(wide).to(x.device), out=_launch.new_output(x))
+
+
+@torch.library.custom_op("dropkit::drop_block2d", mutates_args=())
+def drop_block2d_op(
+    x: Tensor, key: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool
+) -> Tensor:
+    """``x * keep * numel / kept`` with ``keep = drop_block_keep(x.shape, ...)``; zeros if nothing is kept."""
+    seed, stream = unpack_key(key)
+    keep = drop_block_keep(
+        tuple(x.shape),
+        p,
+        block_size=block_size,
+        gamma_scale=gamma_scale,
+        batchwise=batchwise,
+        seed=seed,
+        stream=stream,
+    )
+    kept = int(keep.sum())
+    return _scale_kept(x, keep, keep.size / kept if kept else 1.0)
+
+
+for _op in (shaped_dropout_op, gaussian_dropout_op, drop_block2d_op):
+    _fake_like_input(_op)
+    _self_adjoint(_op)
+
+
+@torch.library.custom_op("dropkit::alpha_dropout", mutates_args=())
+def alpha_dropout_op(
+    x: Tensor,
+    key: Tensor,
+    p: float,
+    mask_shape: list[int],
+    mask_global_shape: list[int],
+    mask_offsets: list[int],
+) -> Tensor:
+    """``keep ? a x + a alpha' p : -a alpha' (1 - p)``, ``keep`` the mask shard's, ``p < 1``."""
+    seed, stream = unpack_key(key)
+    keep = _mask(mask_shape, mask_global_shape, mask_offsets).keep_mask(p, seed=seed, stream=stream)
+    wide = _wide(x.dtype)
+    a, kept_offset, dropped_value = (_constant(c, wide) for c in alpha_constants(p))
+    out = _launch.new_output(x)
+    torch.add(x.to(wide) * a, kept_offset, out=out)  # two roundings in the compute type, as the reference
+    return _fill_dropped(out, keep, dropped_value)
+
+
+_fake_like_input(alpha_dropout_op)
+
+
+def _alpha_setup_context(ctx, inputs, output) -> None:
+    _, key, ctx.p, *mask = inputs
+    ctx.mask = _mask(*mask)
+    ctx.save_for_backward(key)
+
+
+def _alpha_backward(ctx, grad: Tensor):
+    # dy/dx = keep * a: a Bernoulli mask with scale a, the same keep decisions.
+    (key,) = ctx.saved_tensors
+    a = float(alpha_constants(ctx.p)[0])
+    return bernoulli(grad, key, ctx.p, a, ctx.mask), None, None, None, None, None
+
+
+alpha_dropout_op.register_autograd(_alpha_backward, setup_context=_alpha_setup_context)

@@ -11,7 +11,7 @@ one generator call per four consecutive elements, laid out exactly as :mod:`drop
     bits    = Philox4x32_10(counter, key)[index & 3]
 
 ``tl.philox(seed, c0, c1, c2, c3)`` is that generator: for 32-bit counters it splits the 64-bit
-``seed`` into the key ``(lo32, hi32)`` and runs the rounds of ``DESIGN.md`` on ``(c0, c1, c2, c3)``
+``seed`` into the key ``(lo32, hi32)`` and runs the rounds of docs/contract.md on ``(c0, c1, c2, c3)``
 (``triton/language/random.py``), so the kernel calls it rather than restating the rounds.
 
 With ``TRITON_INTERPRET=1`` set before triton is imported, the same kernel runs on CPU tensors;
@@ -30,7 +30,7 @@ import triton.language as tl
 
 from dropkit._validation import check_uint64
 from dropkit.philox import keep_threshold
-from dropkit.torch._ops import FLOAT_DTYPES
+from dropkit.torch._checks import FLOAT_DTYPES
 
 __all__ = ["dropout_apply"]
 

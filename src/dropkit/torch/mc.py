@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dropkit._validation import check_count
+from dropkit.torch import modules as M
 
 __all__ = ["MCPrediction", "is_stochastic", "mc_dropout", "mc_predict"]
 
@@ -33,8 +34,6 @@ def is_stochastic(module: nn.Module) -> bool:
 
 def _one_mask_per_forward(module: nn.Module) -> bool:
     """Layers whose mask is shared by every row of a forward (weights, or the whole batch)."""
-    from dropkit.torch import _variant_modules as M
-
     return (
         isinstance(module, (M.DropConnectLinear, M.WeightDrop))
         or (isinstance(module, M.DropPath) and module.mode == "batch")
