@@ -75,6 +75,11 @@ class DropConnectLinear(nn.Linear):
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        if not isinstance(bias, bool):  # DropConnectLinear(784, 256, 0.2) meant p, not bias
+            raise TypeError(
+                f"bias must be a bool, got {type(bias).__name__} {bias!r}; p is keyword-only: "
+                f"DropConnectLinear({in_features}, {out_features}, p={bias!r})"
+            )
         weight_dropout = _WeightDropout(p, seed=seed)  # checks p and seed before any weight is made
         super().__init__(in_features, out_features, bias, device, dtype)
         self.weight_dropout = weight_dropout
