@@ -16,13 +16,14 @@ layer keeps only ``(seed, stream)`` for backward and regenerates ``m`` there.
 
 The structured variants in this module differ only in the *mask shape*: the mask is drawn over
 it and broadcast to the input (channel dropout draws over ``(N, C)``, locked dropout over
-``(N, H)``, drop-path over ``(N,)``), exactly as ``../shared/DESIGN.md`` specifies.
+``(N, H)``, drop-path over ``(N,)``), exactly as the mask contract (docs/contract.md) specifies.
 """
 
 from __future__ import annotations
 
+import numbers
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +32,12 @@ import numpy as np
 from dropkit._validation import (
     check_float_array,
     check_keep_mask,
+    check_key,
     check_mode,
+    check_positive_int,
     check_probability,
     check_uint64,
+    shown,
 )
 from dropkit.kernels import dropout_apply, scale_kept
 from dropkit.philox import keep_mask
@@ -85,23 +89,38 @@ def masked_dropout(
 # --- mask shapes: the only thing that differs between the Bernoulli variants -----------------
 
 
+def check_noise_shape(noise_shape: Any) -> tuple[int | None, ...] | None:
+    """``noise_shape`` as a tuple of ``None`` and non-negative ints (or ``None``), before x is seen."""
+    if noise_shape is None:
+        return None
+    if isinstance(noise_shape, (str, bytes)) or not isinstance(noise_shape, Sequence):
+        raise TypeError(
+            f"noise_shape must be a sequence of ints and None (or None), got {type(noise_shape).__name__}"
+        )
+    noise = tuple(noise_shape)
+    if any(
+        n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0) for n in noise
+    ):
+        raise ValueError(f"noise_shape entries must be 1, None or x's size, got {shown(noise)}")
+    return tuple(None if n is None else int(n) for n in noise)
+
+
 def noise_mask_shape(shape: Shape, noise_shape: Any) -> Shape:
     """Keras' ``noise_shape``: x's rank, each entry 1 (shared), ``None`` or x's size (drawn)."""
-    if noise_shape is None:
+    noise = check_noise_shape(noise_shape)
+    if noise is None:
         return shape
-    noise = tuple(noise_shape)
     if len(noise) != len(shape) or any(n not in (None, 1, d) for n, d in zip(noise, shape, strict=False)):
         raise ValueError(
             f"noise_shape must have x's rank {len(shape)}, each entry 1, None or x's size; "
-            f"got {noise} for x of shape {shape}"
+            f"got {shown(noise)} for x of shape {shape}"
         )
     return tuple(d if n is None else n for n, d in zip(noise, shape, strict=False))
 
 
 def channel_mask_shape(shape: Shape, spatial_dims: int) -> Shape:
     """``(N, C, *spatial)`` -> ``(N, C, 1, ...)``; unbatched ``(C, *spatial)`` -> ``(C, 1, ...)``."""
-    if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, int) or spatial_dims < 1:
-        raise ValueError(f"spatial_dims must be a positive int, got {spatial_dims!r}")
+    spatial_dims = check_positive_int("spatial_dims", spatial_dims)
     if len(shape) not in (spatial_dims + 1, spatial_dims + 2):
         raise ValueError(
             f"dropout{spatial_dims}d: Expected {spatial_dims + 1}D or {spatial_dims + 2}D input, "
@@ -125,8 +144,8 @@ DROP_PATH_MODES = ("row", "batch")
 
 def drop_path_mask_shape(shape: Shape, mode: str) -> Shape:
     """``"row"``: one decision per sample, ``(N, 1, ...)``; ``"batch"``: one for all, ``(1, ...)``."""
-    if mode not in DROP_PATH_MODES:
-        raise ValueError(f"mode must be 'row' or 'batch', got {mode!r}")
+    if not isinstance(mode, str) or mode not in DROP_PATH_MODES:
+        raise ValueError(f"mode must be 'row' or 'batch', got {shown(mode)}")
     if not shape:
         raise ValueError("drop path expects x with a batch dimension, got a 0D input")
     return (shape[0] if mode == "row" else 1,) + (1,) * (len(shape) - 1)
@@ -148,6 +167,7 @@ def _bernoulli(
     x = check_float_array("x", x)
     p, mode = check_probability(p), check_mode(mode)
     mask_shape = mask_shape_of(x.shape)  # validates the input's rank before anything else
+    seed, stream = check_key(seed, stream)
     if not training:
         return _inference(x, p, mode)
     return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=_training_scale(p, mode))
@@ -267,6 +287,7 @@ def drop_path(
     x = check_float_array("x", x)
     p = check_probability(p)
     mask_shape = drop_path_mask_shape(x.shape, mode)
+    seed, stream = check_key(seed, stream)
     if not training:
         return x
     scale = inverted_scale(p) if scale_by_keep else 1.0
@@ -353,15 +374,20 @@ class _MaskDropout:
         if mask is not None and not self.accepts_mask:
             raise TypeError(f"{type(self).__name__} draws no keep mask, so mask= is not accepted")
         keep = None if mask is None else check_keep_mask(mask, mask_shape)
+        # State moves only once the output exists, so a call that raises (a seed reassigned out of
+        # range, memory) leaves the counter and the replay of the previous call as they were.
         if not (self.training if training is None else training):
+            y = self._inference(x, self.p)
             self._replay = _Replay(x.shape, self.p, inference=True)
-            return self._inference(x, self.p)
+            return y
         if keep is not None:
+            y = self._apply_keep(x, keep, self.p)
             self._replay = _Replay(x.shape, self.p, packed_mask=np.packbits(keep), mask_shape=mask_shape)
-            return self._apply_keep(x, keep, self.p)
-        stream, self.calls = self.calls, self.calls + 1
-        self._replay = _Replay(x.shape, self.p, stream=stream)
-        return self._apply(x, self.p, stream)
+            return y
+        stream = self.calls
+        y = self._apply(x, self.p, stream)
+        self.calls, self._replay = stream + 1, _Replay(x.shape, self.p, stream=stream)
+        return y
 
     __call__ = forward
 
@@ -416,7 +442,7 @@ class Dropout(_MaskDropout):
     ) -> None:
         super().__init__(p, seed=seed)
         self.mode = check_mode(mode)
-        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+        self.noise_shape = check_noise_shape(noise_shape)
 
     def _mask_shape(self, shape: Shape) -> Shape:
         return noise_mask_shape(shape, self.noise_shape)
@@ -446,7 +472,7 @@ class ChannelDropout(Dropout):
     def __init__(
         self, p: float = 0.5, *, spatial_dims: int = 2, mode: str = "inverted", seed: int | None = None
     ) -> None:
-        channel_mask_shape((1,) * (spatial_dims + 2), spatial_dims)  # validates spatial_dims
+        spatial_dims = check_positive_int("spatial_dims", spatial_dims)
         super().__init__(p, mode=mode, seed=seed)
         self.spatial_dims = spatial_dims
 
