@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
+MAX_DIMS = 64  # NumPy's (and torch's) most dimensions an array can have
 
 
 def inverted_scale(p: float) -> float:
@@ -120,7 +121,7 @@ def noise_mask_shape(shape: Shape, noise_shape: Any) -> Shape:
 
 def channel_mask_shape(shape: Shape, spatial_dims: int) -> Shape:
     """``(N, C, *spatial)`` -> ``(N, C, 1, ...)``; unbatched ``(C, *spatial)`` -> ``(C, 1, ...)``."""
-    spatial_dims = check_positive_int("spatial_dims", spatial_dims)
+    spatial_dims = check_positive_int("spatial_dims", spatial_dims, limit=MAX_DIMS)
     if len(shape) not in (spatial_dims + 1, spatial_dims + 2):
         raise ValueError(
             f"dropout{spatial_dims}d: Expected {spatial_dims + 1}D or {spatial_dims + 2}D input, "
@@ -472,7 +473,7 @@ class ChannelDropout(Dropout):
     def __init__(
         self, p: float = 0.5, *, spatial_dims: int = 2, mode: str = "inverted", seed: int | None = None
     ) -> None:
-        spatial_dims = check_positive_int("spatial_dims", spatial_dims)
+        spatial_dims = check_positive_int("spatial_dims", spatial_dims, limit=MAX_DIMS)
         super().__init__(p, mode=mode, seed=seed)
         self.spatial_dims = spatial_dims
 

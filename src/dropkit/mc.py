@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 ECE_BINS = 15
+MAX_BINS = 2**20  # a million bins is no diagram, and more would be arrays too big to make
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
@@ -147,6 +148,8 @@ def reliability_bins(probs: Any, labels: Any, bins: int = ECE_BINS) -> Reliabili
     """
     probs, labels = _check_probs(probs, labels)
     bins = check_count("bins", bins)
+    if bins > MAX_BINS:
+        raise ValueError(f"bins must be at most {MAX_BINS}, got {shown(bins)}")
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
     # Bins are (lower, upper], as in Guo et al.; a confidence of exactly 0 cannot be a maximum.

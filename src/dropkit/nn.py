@@ -70,9 +70,8 @@ def _check_dtype(dtype: Any) -> np.dtype:
     except TypeError:
         checked = None
     if checked not in FLOAT_DTYPES:
-        raise TypeError(
-            f"dtype must be float16, float32 or float64, got {shown(dtype if checked is None else checked)}"
-        )
+        given = shown(dtype) if checked is None else checked.name
+        raise TypeError(f"dtype must be float16, float32 or float64, got {given}")
     return checked
 
 
