@@ -278,3 +278,16 @@ def test_bench_writes_its_files_whole_or_not_at_all(tmp_path, monkeypatch):
     )
     assert status == 1 and "No space left on device" in one_line_error(err, after_progress=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_import_dropkit_torch_without_torch_says_how_to_install_it():
+    script = "import sys; sys.modules['torch'] = None  # as if torch were not installed\nimport dropkit.torch"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == "ImportError: dropkit.torch needs PyTorch: pip install 'dropkit[torch]'"
+    assert "ModuleNotFoundError" not in done.stderr  # the hint replaces torch's own error, not chains it
