@@ -289,5 +289,8 @@ def test_import_dropkit_torch_without_torch_says_how_to_install_it():
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     assert done.returncode == 1
-    assert done.stderr.splitlines()[-1] == "ImportError: dropkit.torch needs PyTorch: pip install 'dropkit[torch]'"
+    assert (
+        done.stderr.splitlines()[-1]
+        == "ImportError: dropkit.torch needs PyTorch: pip install 'dropkit[torch]'"
+    )
     assert "ModuleNotFoundError" not in done.stderr  # the hint replaces torch's own error, not chains it
