@@ -174,7 +174,7 @@ def without(*modules):
         (
             ["sklearn", "tqdm", "matplotlib"],
             [],
-            "needs matplotlib and tqdm and scikit-learn: pip install 'dropkit[train]'",
+            "needs matplotlib, tqdm and scikit-learn: pip install 'dropkit[train]'",
         ),
         (
             ["torch"],

@@ -118,6 +118,22 @@ def check_positive_int(name: str, value: Any, *, limit: int | None = None) -> in
     return int(value)
 
 
+def check_noise_shape(noise_shape: Any) -> tuple[int | None, ...] | None:
+    """``noise_shape`` as a tuple of ``None`` and non-negative ints (or ``None``), before x is seen."""
+    if noise_shape is None:
+        return None
+    if isinstance(noise_shape, (str, bytes)) or not isinstance(noise_shape, Sequence):
+        raise TypeError(
+            f"noise_shape must be a sequence of ints and None (or None), got {type(noise_shape).__name__}"
+        )
+    noise = tuple(noise_shape)
+    if any(
+        n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0) for n in noise
+    ):
+        raise ValueError(f"noise_shape entries must be 1, None or x's size, got {shown(noise)}")
+    return tuple(None if n is None else int(n) for n in noise)
+
+
 def check_mode(mode: Any) -> str:
     """Return ``mode`` if it is ``"inverted"`` or ``"classic"``."""
     if not isinstance(mode, str) or mode not in MODES:

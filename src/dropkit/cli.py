@@ -84,7 +84,8 @@ def missing_extra(args: argparse.Namespace) -> str | None:
         needed["sklearn"] = "scikit-learn"
     missing = [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
     if missing:
-        return f"dropkit train needs {' and '.join(missing)}: pip install 'dropkit[train]'"
+        listed = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+        return f"dropkit train needs {listed}: pip install 'dropkit[train]'"
     if getattr(args, "backend", "numpy") == "torch" and importlib.util.find_spec("torch") is None:
         return "dropkit train --backend torch needs PyTorch: pip install 'dropkit[torch]'"
     return None

@@ -21,9 +21,8 @@ it and broadcast to the input (channel dropout draws over ``(N, C)``, locked dro
 
 from __future__ import annotations
 
-import numbers
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,7 @@ from dropkit._validation import (
     check_keep_mask,
     check_key,
     check_mode,
+    check_noise_shape,
     check_positive_int,
     check_probability,
     check_uint64,
@@ -88,22 +88,6 @@ def masked_dropout(
 
 
 # --- mask shapes: the only thing that differs between the Bernoulli variants -----------------
-
-
-def check_noise_shape(noise_shape: Any) -> tuple[int | None, ...] | None:
-    """``noise_shape`` as a tuple of ``None`` and non-negative ints (or ``None``), before x is seen."""
-    if noise_shape is None:
-        return None
-    if isinstance(noise_shape, (str, bytes)) or not isinstance(noise_shape, Sequence):
-        raise TypeError(
-            f"noise_shape must be a sequence of ints and None (or None), got {type(noise_shape).__name__}"
-        )
-    noise = tuple(noise_shape)
-    if any(
-        n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0) for n in noise
-    ):
-        raise ValueError(f"noise_shape entries must be 1, None or x's size, got {shown(noise)}")
-    return tuple(None if n is None else int(n) for n in noise)
 
 
 def noise_mask_shape(shape: Shape, noise_shape: Any) -> Shape:
