@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from dropkit._validation import check_count, check_probability
+from dropkit._validation import check_count, check_probability, one_line, shown
 
 __all__ = ["BenchReport", "Row", "add_arguments", "first_call_latency", "main", "run_benchmarks"]
 
@@ -52,6 +52,10 @@ MEMORY = "memory pass"
 TORCH_HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"  # torch's switch for madvise(MADV_HUGEPAGE) on its CPU allocations
 KERNEL_HUGE_PAGES = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # always, madvise or never
 SEED = 0x5EED
+# Peak bytes a benchmark holds per float32 element: x and y, then torch's input clone, gradient, output,
+# saved mask and input gradient (the textbook method holds less). A size that needs more than the
+# machine's memory is refused before anything runs.
+BYTES_PER_ELEMENT = 32
 
 
 @dataclass
@@ -368,6 +372,8 @@ def run_benchmarks(
     cores = os.cpu_count() or 1
     threads = cores if threads is None else threads
     threads = check_count("threads", threads)
+    if threads > cores:
+        raise ValueError(f"threads must be in [1, {cores}] (the cores this machine has), got {threads}")
     # numba's threads start first, on their own OpenMP runtime with passive waits (see
     # dropkit.kernels.cpu); started after torch they would share torch's spinning one.
     fast = numba_available()
@@ -476,9 +482,10 @@ def first_call_latency(runs: int = 3) -> dict[str, float]:
     """
     samples = []
     for _ in range(runs):
-        done = subprocess.run(
-            [sys.executable, "-c", _FIRST_CALL_SCRIPT], capture_output=True, text=True, check=True
-        )
+        done = subprocess.run([sys.executable, "-c", _FIRST_CALL_SCRIPT], capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise RuntimeError(f"the fresh process for the first-call latency failed: {last}")
         samples.append([float(v) for v in done.stdout.split()])
     names = ("import dropkit", "first call (2^20 elements)", "second call")
     return {
@@ -487,14 +494,39 @@ def first_call_latency(runs: int = 3) -> dict[str, float]:
     }
 
 
+def _memory_bytes() -> int | None:
+    """The machine's physical memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 def _check_size(size: Any) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"sizes must be integers >= 1, got {size!r}")
+        raise ValueError(f"sizes must be integers >= 1, got {shown(size)}")
+    memory = _memory_bytes()
+    if memory is not None and size * BYTES_PER_ELEMENT > memory:
+        raise ValueError(
+            f"sizes: {shown(size)} elements need about {_bytes_text(size * BYTES_PER_ELEMENT)} for the "
+            f"benchmark's arrays, more than this machine's {_bytes_text(memory)} of memory"
+        )
     return size
 
 
 def _check_p(p: Any) -> float:
-    p = check_probability(p)
+    try:
+        p = check_probability(p)
+    except ValueError as error:
+        raise ValueError(f"ps must be drop probabilities in [0, 1): {error}") from None
     if p == 1.0:
         raise ValueError("p must be below 1 for the benchmark (p = 1 is all zeros), got 1.0")
     return p
@@ -505,9 +537,9 @@ def _parse_size(text: str) -> int:
     for power in ("**", "^"):
         if power in text:
             base, exponent = text.split(power, 1)
-            if base.strip() == "2" and exponent.strip().isdigit():
+            if base.strip() == "2" and exponent.strip().isdigit() and int(exponent) <= 64:
                 return 2 ** int(exponent)
-    if text.strip().isdigit() and int(text) >= 1:
+    if text.strip().isdigit() and len(text.strip()) <= 20 and int(text) >= 1:  # 20 digits: past 2**64
         return int(text)
     raise argparse.ArgumentTypeError(
         f"sizes must be positive integers like 1048576, 2**20 or 2^20, got {text!r}"
@@ -571,17 +603,37 @@ def main(args: argparse.Namespace) -> int:
             progress=lambda line: print(line, file=sys.stderr),
         )
     except (TypeError, ValueError) as error:
-        print(f"dropkit bench: error: {error}", file=sys.stderr)
+        print(f"dropkit bench: error: {one_line(str(error))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("dropkit bench: interrupted; nothing written", file=sys.stderr)
+        return 130
     if args.first_call:
-        report.first_call = first_call_latency(runs=1 if args.quick else 3)
+        try:
+            report.first_call = first_call_latency(runs=1 if args.quick else 3)
+        except RuntimeError as error:
+            report.notes.append(f"first-call latency not measured: {error}")
     print(report.table())
     outputs = [(args.json, report.to_json()), (args.markdown, report.table(markdown=True))]
     try:
-        for path, text in outputs:
-            if path:
-                Path(path).write_text(text + "\n")
+        _write_all([(Path(path), text + "\n") for path, text in outputs if path])
     except OSError as error:
-        print(f"dropkit bench: error: cannot write the results: {error}", file=sys.stderr)
+        print(f"dropkit bench: error: cannot write the results: {one_line(str(error))}", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_all(files: Sequence[tuple[Path, str]]) -> None:
+    """Write every file whole or none: each is staged beside its target, then renamed into place."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, text in files:
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            staged.append((temporary, path))
+            temporary.write_text(text)
+        for temporary, path in staged:
+            os.replace(temporary, path)
+    finally:
+        for temporary, _ in staged:
+            with contextlib.suppress(OSError):
+                temporary.unlink()

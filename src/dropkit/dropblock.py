@@ -10,12 +10,21 @@ centre's block is zeroed, and the survivors are rescaled by ``numel / kept`` as 
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from dropkit._validation import check_float_array, check_probability
+from dropkit._validation import (
+    FLOAT_MAX,
+    check_dims,
+    check_float_array,
+    check_key,
+    check_positive_int,
+    check_probability,
+    shown,
+)
 from dropkit.kernels import scale_kept
 from dropkit.layers import Shape, _MaskDropout
 from dropkit.philox import keep_mask
@@ -24,10 +33,13 @@ __all__ = ["DropBlock2d", "drop_block2d", "drop_block_keep"]
 
 
 def check_block(shape: Shape, block_size: Any, gamma_scale: Any, batchwise: bool) -> Shape:
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
-    if isinstance(gamma_scale, bool) or not isinstance(gamma_scale, (int, float)) or not gamma_scale > 0:
-        raise ValueError(f"gamma_scale must be a positive number, got {gamma_scale!r}")
+    check_positive_int("block_size", block_size)
+    if (
+        isinstance(gamma_scale, bool)
+        or not isinstance(gamma_scale, numbers.Real)
+        or not 0 < gamma_scale <= FLOAT_MAX
+    ):
+        raise ValueError(f"gamma_scale must be a positive number, got {shown(gamma_scale)}")
     if len(shape) != 4:
         raise ValueError(f"DropBlock2d expects x of shape (N, C, H, W), got a {len(shape)}D input")
     return (1, *shape[1:]) if batchwise else shape
@@ -64,8 +76,10 @@ def drop_block_keep(
            [1, 1, 0, 0, 0],
            [1, 1, 1, 1, 1]])
     """
-    mask_shape = check_block(tuple(shape), block_size, gamma_scale, batchwise)
+    mask_shape = check_block(check_dims("shape", shape), block_size, gamma_scale, batchwise)
     p = check_probability(p)
+    seed, stream = check_key(seed, stream)
+    block_size, gamma_scale = int(block_size), float(gamma_scale)
     if 0 in mask_shape:  # nothing to drop, and the seed rate would divide by the empty map's area
         return keep_mask(mask_shape, 0.0, seed=seed, stream=stream)
     height, width = mask_shape[-2:]
@@ -125,6 +139,7 @@ def drop_block2d(
     x = check_float_array("x", x)
     p = check_probability(p)
     check_block(x.shape, block_size, gamma_scale, batchwise)
+    seed, stream = check_key(seed, stream)
     if not training or p == 0.0:
         return x
     keep = drop_block_keep(

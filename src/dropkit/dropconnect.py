@@ -15,7 +15,7 @@ import numpy as np
 
 from dropkit._validation import check_probability, check_uint64
 from dropkit.layers import dropout
-from dropkit.nn import Linear
+from dropkit.nn import Linear, _check_grad
 
 __all__ = ["DropConnectLinear"]
 
@@ -48,7 +48,7 @@ class DropConnectLinear(Linear):
     ) -> None:
         self.p = check_probability(p)
         self.seed = secrets.randbits(64) if seed is None else check_uint64("seed", seed)
-        super().__init__(in_features, out_features, rng=rng, dtype=dtype)
+        super().__init__(in_features, out_features, rng=rng, dtype=dtype)  # checks the rest first
         self.training = True
         self.calls = 0  # training calls so far; the next one uses stream `calls`
         self._drawn: tuple[int, float] | None = None  # (stream, p) of the latest forward, None at inference
@@ -73,11 +73,12 @@ class DropConnectLinear(Linear):
             y = super().forward(x)
             self._drawn = None  # only once the inference call has succeeded
             return y
-        if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
-        stream, self.calls = self.calls, self.calls + 1
-        self._x, self._drawn = x, (stream, p)
-        return x @ self._drop(self.weight.value, stream, p) + self.bias.value
+        x = self._check_input(x)
+        stream = self.calls
+        y = x @ self._drop(self.weight.value, stream, p) + self.bias.value
+        # Counted once the output exists: a seed reassigned out of range or a failed matmul moves nothing.
+        self.calls, self._x, self._drawn = stream + 1, x, (stream, p)
+        return y
 
     __call__ = forward
 
@@ -86,6 +87,7 @@ class DropConnectLinear(Linear):
         if self._drawn is None:  # before any forward (Linear raises), or after an inference one
             return super().backward(grad)
         stream, p = self._drawn
+        grad = _check_grad(grad, (self._x.shape[0], self.out_features))
         self.weight.grad = self._drop(self._x.T @ grad, stream, p)
         self.bias.grad = grad.sum(axis=0)
         return grad @ self._drop(self.weight.value, stream, p).T

@@ -16,7 +16,7 @@ layer keeps only ``(seed, stream)`` for backward and regenerates ``m`` there.
 
 The structured variants in this module differ only in the *mask shape*: the mask is drawn over
 it and broadcast to the input (channel dropout draws over ``(N, C)``, locked dropout over
-``(N, H)``, drop-path over ``(N,)``), exactly as ``../shared/DESIGN.md`` specifies.
+``(N, H)``, drop-path over ``(N,)``), exactly as the mask contract (docs/contract.md) specifies.
 """
 
 from __future__ import annotations
@@ -31,9 +31,13 @@ import numpy as np
 from dropkit._validation import (
     check_float_array,
     check_keep_mask,
+    check_key,
     check_mode,
+    check_noise_shape,
+    check_positive_int,
     check_probability,
     check_uint64,
+    shown,
 )
 from dropkit.kernels import dropout_apply, scale_kept
 from dropkit.philox import keep_mask
@@ -50,6 +54,7 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
+MAX_DIMS = 64  # NumPy's (and torch's) most dimensions an array can have
 
 
 def inverted_scale(p: float) -> float:
@@ -87,21 +92,20 @@ def masked_dropout(
 
 def noise_mask_shape(shape: Shape, noise_shape: Any) -> Shape:
     """Keras' ``noise_shape``: x's rank, each entry 1 (shared), ``None`` or x's size (drawn)."""
-    if noise_shape is None:
+    noise = check_noise_shape(noise_shape)
+    if noise is None:
         return shape
-    noise = tuple(noise_shape)
     if len(noise) != len(shape) or any(n not in (None, 1, d) for n, d in zip(noise, shape, strict=False)):
         raise ValueError(
             f"noise_shape must have x's rank {len(shape)}, each entry 1, None or x's size; "
-            f"got {noise} for x of shape {shape}"
+            f"got {shown(noise)} for x of shape {shape}"
         )
     return tuple(d if n is None else n for n, d in zip(noise, shape, strict=False))
 
 
 def channel_mask_shape(shape: Shape, spatial_dims: int) -> Shape:
     """``(N, C, *spatial)`` -> ``(N, C, 1, ...)``; unbatched ``(C, *spatial)`` -> ``(C, 1, ...)``."""
-    if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, int) or spatial_dims < 1:
-        raise ValueError(f"spatial_dims must be a positive int, got {spatial_dims!r}")
+    spatial_dims = check_positive_int("spatial_dims", spatial_dims, limit=MAX_DIMS)
     if len(shape) not in (spatial_dims + 1, spatial_dims + 2):
         raise ValueError(
             f"dropout{spatial_dims}d: Expected {spatial_dims + 1}D or {spatial_dims + 2}D input, "
@@ -125,8 +129,8 @@ DROP_PATH_MODES = ("row", "batch")
 
 def drop_path_mask_shape(shape: Shape, mode: str) -> Shape:
     """``"row"``: one decision per sample, ``(N, 1, ...)``; ``"batch"``: one for all, ``(1, ...)``."""
-    if mode not in DROP_PATH_MODES:
-        raise ValueError(f"mode must be 'row' or 'batch', got {mode!r}")
+    if not isinstance(mode, str) or mode not in DROP_PATH_MODES:
+        raise ValueError(f"mode must be 'row' or 'batch', got {shown(mode)}")
     if not shape:
         raise ValueError("drop path expects x with a batch dimension, got a 0D input")
     return (shape[0] if mode == "row" else 1,) + (1,) * (len(shape) - 1)
@@ -148,6 +152,7 @@ def _bernoulli(
     x = check_float_array("x", x)
     p, mode = check_probability(p), check_mode(mode)
     mask_shape = mask_shape_of(x.shape)  # validates the input's rank before anything else
+    seed, stream = check_key(seed, stream)
     if not training:
         return _inference(x, p, mode)
     return masked_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=_training_scale(p, mode))
@@ -267,6 +272,7 @@ def drop_path(
     x = check_float_array("x", x)
     p = check_probability(p)
     mask_shape = drop_path_mask_shape(x.shape, mode)
+    seed, stream = check_key(seed, stream)
     if not training:
         return x
     scale = inverted_scale(p) if scale_by_keep else 1.0
@@ -353,15 +359,20 @@ class _MaskDropout:
         if mask is not None and not self.accepts_mask:
             raise TypeError(f"{type(self).__name__} draws no keep mask, so mask= is not accepted")
         keep = None if mask is None else check_keep_mask(mask, mask_shape)
+        # State moves only once the output exists, so a call that raises (a seed reassigned out of
+        # range, memory) leaves the counter and the replay of the previous call as they were.
         if not (self.training if training is None else training):
+            y = self._inference(x, self.p)
             self._replay = _Replay(x.shape, self.p, inference=True)
-            return self._inference(x, self.p)
+            return y
         if keep is not None:
+            y = self._apply_keep(x, keep, self.p)
             self._replay = _Replay(x.shape, self.p, packed_mask=np.packbits(keep), mask_shape=mask_shape)
-            return self._apply_keep(x, keep, self.p)
-        stream, self.calls = self.calls, self.calls + 1
-        self._replay = _Replay(x.shape, self.p, stream=stream)
-        return self._apply(x, self.p, stream)
+            return y
+        stream = self.calls
+        y = self._apply(x, self.p, stream)
+        self.calls, self._replay = stream + 1, _Replay(x.shape, self.p, stream=stream)
+        return y
 
     __call__ = forward
 
@@ -416,7 +427,7 @@ class Dropout(_MaskDropout):
     ) -> None:
         super().__init__(p, seed=seed)
         self.mode = check_mode(mode)
-        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+        self.noise_shape = check_noise_shape(noise_shape)
 
     def _mask_shape(self, shape: Shape) -> Shape:
         return noise_mask_shape(shape, self.noise_shape)
@@ -446,7 +457,7 @@ class ChannelDropout(Dropout):
     def __init__(
         self, p: float = 0.5, *, spatial_dims: int = 2, mode: str = "inverted", seed: int | None = None
     ) -> None:
-        channel_mask_shape((1,) * (spatial_dims + 2), spatial_dims)  # validates spatial_dims
+        spatial_dims = check_positive_int("spatial_dims", spatial_dims, limit=MAX_DIMS)
         super().__init__(p, mode=mode, seed=seed)
         self.spatial_dims = spatial_dims
 

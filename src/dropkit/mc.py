@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dropkit._validation import check_count
+from dropkit._validation import check_count, shown
 from dropkit.nn import Sequential, softmax
 
 __all__ = [
@@ -39,17 +39,32 @@ __all__ = [
 ]
 
 ECE_BINS = 15
+MAX_BINS = 2**20  # a million bins is no diagram, and more would be arrays too big to make
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):  # a ragged list
+        raise TypeError(f"{name} must be an array, got {type(value).__name__}") from None
 
 
 def _check_probs(probs: Any, labels: Any | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape[0] == 0:
-        raise ValueError(f"probs must have shape (N, classes) with N > 0, got {probs.shape}")
+    array = _as_array("probs", probs)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"probs must be a real array of probabilities, got dtype {array.dtype}")
+    probs = array.astype(np.float64, copy=False)
+    if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] == 0:
+        raise ValueError(f"probs must have shape (N, classes) with N, classes > 0, got {probs.shape}")
+    if not ((probs >= 0) & (probs <= 1)).all():  # NaN fails too
+        raise ValueError("probs must be probabilities in [0, 1], got values outside (or NaN)")
     if labels is None:
         return probs, None
-    labels = np.asarray(labels)
+    labels = _as_array("labels", labels)
     if labels.shape != probs.shape[:1] or labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be an integer array of shape ({probs.shape[0]},), got {labels.shape}")
+    if labels.min() < 0 or labels.max() >= probs.shape[1]:
+        raise ValueError(f"labels must be class indexes in [0, {probs.shape[1]}), got values outside")
     return probs, labels
 
 
@@ -69,6 +84,8 @@ def mc_predictive_mean(sample_logits: Callable[[np.ndarray], np.ndarray], x: Any
     [[0.5, 0.5]]
     """
     samples = check_count("samples", samples)
+    if not callable(sample_logits):
+        raise TypeError(f"sample_logits must be a function of x returning logits, got {shown(sample_logits)}")
     total = softmax(np.asarray(sample_logits(x), dtype=np.float64))
     for _ in range(samples - 1):
         total += softmax(np.asarray(sample_logits(x), dtype=np.float64))
@@ -87,6 +104,9 @@ def mc_dropout_predict(model: Sequential, x: np.ndarray, samples: int) -> np.nda
     >>> mc_dropout_predict(model, np.ones((2, 4), np.float32), 30).sum(axis=1).round(6).tolist()
     [1.0, 1.0]
     """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a dropkit.nn.Sequential, got {type(model).__name__}")
+    samples = check_count("samples", samples)
     was_training = model.training
     model.train()
     try:
@@ -128,6 +148,8 @@ def reliability_bins(probs: Any, labels: Any, bins: int = ECE_BINS) -> Reliabili
     """
     probs, labels = _check_probs(probs, labels)
     bins = check_count("bins", bins)
+    if bins > MAX_BINS:
+        raise ValueError(f"bins must be at most {MAX_BINS}, got {shown(bins)}")
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
     # Bins are (lower, upper], as in Guo et al.; a confidence of exactly 0 cannot be a maximum.

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dropkit._validation import check_count, check_positive_finite
+from dropkit._validation import check_count, check_float_array, check_positive_finite, shown
 
 __all__ = [
     "SGD",
@@ -58,6 +58,29 @@ class Layer(Protocol):
     def backward(self, grad: np.ndarray) -> np.ndarray:
         """``dL/dx`` from ``dL/dy`` (same shapes as ``forward``'s output and input)."""
         ...
+
+
+FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as a NumPy float dtype (float16, float32 or float64)."""
+    try:
+        checked = np.dtype(dtype)
+    except TypeError:
+        checked = None
+    if checked not in FLOAT_DTYPES:
+        given = shown(dtype) if checked is None else checked.name
+        raise TypeError(f"dtype must be float16, float32 or float64, got {given}")
+    return checked
+
+
+def _check_grad(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``dL/dy`` as a float array of the forward output's ``shape``."""
+    grad = check_float_array("grad", grad)
+    if grad.shape != shape:
+        raise ValueError(f"grad must have the forward output's shape {shape}, got {shown(grad.shape)}")
+    return grad
 
 
 @dataclass(eq=False)
@@ -99,18 +122,32 @@ class Linear:
     ) -> None:
         self.in_features = check_count("in_features", in_features)
         self.out_features = check_count("out_features", out_features)
+        dtype = _check_dtype(dtype)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        if self.in_features * self.out_features * dtype.itemsize >= 2**63:  # NumPy's limit on an array
+            raise ValueError(
+                f"in_features * out_features = {shown(self.in_features * self.out_features)} weights "
+                "cannot form an array"
+            )
         bound = math.sqrt(6.0 / self.in_features)
         weight = rng.uniform(-bound, bound, size=(self.in_features, self.out_features))
         self.weight = Parameter(weight.astype(dtype))
         self.bias = Parameter(np.zeros(self.out_features, dtype=dtype))
         self._x: np.ndarray | None = None
 
+    def _check_input(self, x: Any) -> np.ndarray:
+        x = check_float_array("x", x)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"x must have shape (N, {self.in_features}), got {shown(x.shape)}")
+        return x
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``y = x @ W + b``; ``(N, in) -> (N, out)``."""
-        if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
+        x = self._check_input(x)
+        y = x @ self.weight.value + self.bias.value
         self._x = x
-        return x @ self.weight.value + self.bias.value
+        return y
 
     __call__ = forward
 
@@ -118,6 +155,7 @@ class Linear:
         """``dL/dx = dL/dy @ W.T``, storing ``dL/dW = x.T @ dL/dy`` and ``dL/db``; ``(N, out) -> (N, in)``."""
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
+        grad = _check_grad(grad, (self._x.shape[0], self.out_features))
         self.weight.grad = self._x.T @ grad
         self.bias.grad = grad.sum(axis=0)
         return grad @ self.weight.value.T
@@ -143,6 +181,7 @@ class ReLU:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``y = max(x, 0)``; shape unchanged."""
+        x = check_float_array("x", x)
         self._positive = x > 0
         return np.maximum(x, 0)
 
@@ -152,6 +191,7 @@ class ReLU:
         """``dL/dx = dL/dy * [x > 0]``; shape unchanged."""
         if self._positive is None:
             raise RuntimeError("ReLU.backward called before forward")
+        grad = _check_grad(grad, self._positive.shape)
         return np.where(self._positive, grad, 0)
 
     def __repr__(self) -> str:
@@ -170,6 +210,9 @@ class Flatten:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Keep the batch axis, merge the rest; ``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``."""
+        x = check_float_array("x", x)
+        if x.ndim == 0:
+            raise ValueError("x must have a batch dimension (N, ...), got a 0-d array")
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
@@ -179,7 +222,9 @@ class Flatten:
         """``dL/dx`` is ``dL/dy`` reshaped; ``(N, d1 * d2 * ...) -> (N, d1, d2, ...)``."""
         if self._shape is None:
             raise RuntimeError("Flatten.backward called before forward")
-        return grad.reshape(self._shape)
+        shape = self._shape
+        flat = (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
+        return _check_grad(grad, flat).reshape(shape)
 
     def __repr__(self) -> str:
         return "Flatten()"
@@ -193,6 +238,9 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     >>> log_softmax(np.array([[1000.0, 1000.0]])).tolist()
     [[-0.6931471805599453, -0.6931471805599453]]
     """
+    logits = check_float_array("logits", logits)
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"logits must have at least one class along the last axis, got shape {logits.shape}")
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
@@ -207,11 +255,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _check_labels(labels: Any, logits: np.ndarray) -> np.ndarray:
-    labels = np.asarray(labels)
+    logits = check_float_array("logits", logits)
+    try:
+        labels = np.asarray(labels)
+    except (TypeError, ValueError):  # a ragged list
+        labels = np.empty(0, object)
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape (N, classes), got {logits.shape}")
     if labels.shape != logits.shape[:1] or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be an integer array of shape ({logits.shape[0]},), got {labels.shape}")
+        raise ValueError(
+            f"labels must be an integer array of shape ({logits.shape[0]},), "
+            f"got {labels.dtype} {labels.shape}"
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
         raise ValueError(f"labels must be in [0, {logits.shape[1]}), got values outside")
     return labels
@@ -283,6 +338,9 @@ class Sequential:
     """
 
     def __init__(self, *layers: Layer) -> None:
+        for i, layer in enumerate(layers):
+            if not (callable(getattr(layer, "forward", None)) and callable(getattr(layer, "backward", None))):
+                raise TypeError(f"layers must have forward and backward methods; layer {i} is {shown(layer)}")
         self.layers = list(layers)
         self.training = True
 
@@ -344,6 +402,8 @@ class SGD:
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         self.lr = check_positive_finite("lr", lr)
         self.params = list(params)
+        if not all(isinstance(param, Parameter) for param in self.params):
+            raise TypeError("params must be Parameters (e.g. model.parameters())")
 
     def step(self) -> None:
         """``w <- w - lr * dL/dw`` in place, skipping parameters without a gradient."""

@@ -9,12 +9,19 @@ variance 1. Both draw from the contract's Philox words (:mod:`dropkit.philox`).
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
 import numpy as np
 
-from dropkit._validation import check_float_array, check_probability, check_shard_arguments
+from dropkit._validation import (
+    check_dims,
+    check_float_array,
+    check_key,
+    check_probability,
+    check_shard_arguments,
+)
 from dropkit.kernels.reference import compute_dtype
 from dropkit.layers import Shape, _MaskDropout, masked_dropout
 from dropkit.philox import keep_mask, random_bits, random_range
@@ -77,15 +84,17 @@ def gaussian_noise(
     True
     """
     p = check_gaussian_p(p)
+    one_dim = isinstance(shape, numbers.Integral) and not isinstance(shape, bool)
+    shape = check_dims("shape", (shape,) if one_dim else shape)
+    seed, stream = check_key(seed, stream)
     if check_shard_arguments(global_shape, offsets):
-        local_shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
-        index = Shard(global_shape, offsets, local_shape).global_indexes()
+        index = Shard(global_shape, offsets, shape).global_indexes()
         odd = (index & np.uint64(1)).astype(bool)
         first = index - odd  # the even index that starts the element's pair
         cos, sin = _box_muller(random_bits(seed, stream, first), random_bits(seed, stream, first + 1))
         z = np.where(odd, sin, cos)
     else:
-        n = int(np.prod(shape, dtype=np.int64))
+        n = math.prod(shape)
         words = random_range(seed, stream, 0, n + (n & 1))
         z = np.stack(_box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n]
     return (1.0 + np.sqrt(p / (1.0 - p)) * z).reshape(shape)
@@ -115,6 +124,7 @@ def gaussian_dropout(
     """
     x = check_float_array("x", x)
     p = check_gaussian_p(p)
+    seed, stream = check_key(seed, stream)
     if not training or p == 0.0:
         return x
     return _times(x, gaussian_noise(x.shape, p, seed=seed, stream=stream))
@@ -166,6 +176,7 @@ def alpha_dropout(
     x = check_float_array("x", x)
     p = check_probability(p)
     mask_shape = alpha_mask_shape(x.shape, feature)
+    seed, stream = check_key(seed, stream)
     if not training or p == 0.0:
         return x
     if p == 1.0:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dropkit._validation import UINT64_LIMIT, check_dims, check_probability, check_uint64
+from dropkit._validation import UINT64_LIMIT, check_count, check_dims, check_probability, check_uint64, shown
 
 __all__ = ["keep_mask", "keep_range", "keep_threshold", "philox4x32", "random_bits", "random_range"]
 
@@ -52,9 +52,15 @@ def _philox_rounds(c0, c1, c2, c3, k0, k1, rounds: int = 10):
 
 
 def _as_uint32_words(name: str, value: Any, width: int) -> np.ndarray:
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # a ragged list
+        array = np.empty(0, object)
     if array.dtype.kind not in "iu" or array.ndim == 0 or array.shape[-1] != width:
-        raise TypeError(f"{name} must be an integer array of shape (..., {width})")
+        described = (
+            f"{array.dtype} array of shape {array.shape}" if array.dtype != object else type(value).__name__
+        )
+        raise TypeError(f"{name} must be an integer array of shape (..., {width}), got {described}")
     if array.size and (array.min() < 0 or array.max() > 0xFFFFFFFF):
         raise ValueError(f"{name} words must be in [0, 2**32)")
     return array.astype(np.uint32)
@@ -77,7 +83,13 @@ def philox4x32(counter: Any, key: Any, rounds: int = 10) -> np.ndarray:
     """
     counter = _as_uint32_words("counter", counter, 4)
     key = _as_uint32_words("key", key, 2)
-    lead = np.broadcast_shapes(counter.shape[:-1], key.shape[:-1])
+    rounds = check_count("rounds", rounds, minimum=0)
+    try:
+        lead = np.broadcast_shapes(counter.shape[:-1], key.shape[:-1])
+    except ValueError:
+        raise ValueError(
+            f"counter's leading dims {counter.shape[:-1]} and key's {key.shape[:-1]} must broadcast"
+        ) from None
     counter = np.broadcast_to(counter, (*lead, 4)).reshape(-1, 4)
     key = np.broadcast_to(key, (*lead, 2)).reshape(-1, 2)
     words = _philox_rounds(*counter.T, *key.T, rounds=rounds)
@@ -117,7 +129,10 @@ def random_bits(seed: int, stream: int, index: Any) -> np.ndarray:
     >>> random_bits(0, 0, [0, 1, 2, 3]).tolist() == philox4x32([0, 0, 0, 0], [0, 0]).tolist()
     True
     """
-    index = np.asarray(index)
+    try:
+        index = np.asarray(index)
+    except (TypeError, ValueError):  # a ragged list
+        raise TypeError(f"index must be an integer array, got {type(index).__name__}") from None
     if index.dtype.kind not in "iu":
         raise TypeError(f"index must be an integer array, got dtype {index.dtype}")
     if index.size and index.min() < 0:
@@ -183,4 +198,6 @@ def keep_mask(shape: int | tuple[int, ...], p: float, *, seed: int, stream: int 
     """
     one_dim = isinstance(shape, numbers.Integral) and not isinstance(shape, bool)
     shape = check_dims("shape", (shape,) if one_dim else shape)
+    if math.prod(shape) > UINT64_LIMIT:
+        raise ValueError(f"shape {shown(shape)} has more than 2**64 elements, the range of the mask index")
     return keep_range(p, seed, stream, 0, math.prod(shape)).reshape(shape)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dropkit import kernels
-from dropkit._validation import UINT64_LIMIT, check_dims, check_float_array, check_uint64
+from dropkit._validation import UINT64_LIMIT, check_dims, check_finite, check_float_array, check_uint64, shown
 from dropkit.philox import KEEP_NONE, keep_range, keep_threshold, random_bits
 
 __all__ = ["Runs", "Shard", "shard_dropout_apply", "shard_keep_mask"]
@@ -67,25 +67,29 @@ class Shard:
         ndim = len(global_shape)
         if len(offsets) != ndim:
             raise ValueError(
-                f"offsets must have one entry per dim of global_shape {global_shape}, got {offsets}"
+                f"offsets must have one entry per dim of global_shape {shown(global_shape)}, "
+                f"got {shown(offsets)}"
             )
         if len(local_shape) != ndim:
             raise ValueError(
-                f"the local shape {local_shape} must have as many dims as global_shape {global_shape}"
+                f"the local shape {shown(local_shape)} must have as many dims as "
+                f"global_shape {shown(global_shape)}"
             )
         for d, (size, offset, extent) in enumerate(zip(global_shape, offsets, local_shape, strict=True)):
             if offset > size:
                 raise ValueError(
-                    f"offsets[{d}] = {offset} is out of range [0, {size}] for global_shape[{d}] = {size}"
+                    f"offsets[{d}] = {shown(offset)} is out of range [0, {shown(size)}] "
+                    f"for global_shape[{d}] = {shown(size)}"
                 )
             if offset + extent > size:
                 raise ValueError(
-                    f"the shard runs past global_shape[{d}] = {size}: "
-                    f"offsets[{d}] + local extent = {offset} + {extent} > {size}"
+                    f"the shard runs past global_shape[{d}] = {shown(size)}: "
+                    f"offsets[{d}] + local extent = {shown(offset)} + {shown(extent)} > {shown(size)}"
                 )
         if math.prod(global_shape) > UINT64_LIMIT:
             raise ValueError(
-                f"global_shape {global_shape} has more than 2**64 elements, the range of the mask index"
+                f"global_shape {shown(global_shape)} has more than 2**64 elements, "
+                "the range of the mask index"
             )
         for name, value in (
             ("global_shape", global_shape),
@@ -193,8 +197,9 @@ class Shard:
         """
         x = check_float_array("x", x)
         if x.shape != self.local_shape:
-            raise ValueError(f"x must have the shard's local shape {self.local_shape}, got {x.shape}")
+            raise ValueError(f"x must have the shard's local shape {self.local_shape}, got {shown(x.shape)}")
         keep_threshold(p)
+        scale = check_finite("scale", scale)
         seed, stream = check_uint64("seed", seed), check_uint64("stream", stream)
         if out is not None:
             kernels.check_out(x, out)
@@ -222,9 +227,7 @@ def shard_keep_mask(
     >>> bool((part == dropkit.keep_mask((4, 6, 8), 0.3, seed=1, stream=2)[:, 2:5]).all())
     True
     """
-    return Shard(tuple(global_shape), tuple(offsets), tuple(local_shape)).keep_mask(
-        p, seed=seed, stream=stream
-    )
+    return Shard(global_shape, offsets, local_shape).keep_mask(p, seed=seed, stream=stream)
 
 
 def shard_dropout_apply(
@@ -248,5 +251,5 @@ def shard_dropout_apply(
            [2., 0., 2., 0.]], dtype=float32)
     """
     x = check_float_array("x", x)
-    shard = Shard(tuple(global_shape), tuple(offsets), x.shape)
+    shard = Shard(global_shape, offsets, x.shape)
     return shard.dropout_apply(x, p, seed=seed, stream=stream, scale=scale, out=out)

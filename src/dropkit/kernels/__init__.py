@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from dropkit._validation import UINT64_LIMIT, check_float_array, check_uint64
+from dropkit._validation import UINT64_LIMIT, check_finite, check_float_array, check_uint64
 from dropkit.kernels import reference
 from dropkit.kernels.reference import scale_kept
 from dropkit.philox import keep_threshold
@@ -131,6 +131,7 @@ def dropout_apply(
     """
     x = check_float_array("x", x)
     threshold = keep_threshold(p)
+    scale = check_finite("scale", scale)
     seed, stream, start = (
         check_uint64("seed", seed),
         check_uint64("stream", stream),

@@ -10,6 +10,13 @@ import torch.
 
 from __future__ import annotations
 
+try:
+    import torch as _torch  # noqa: F401
+except ModuleNotFoundError as error:  # torch itself missing (not a broken dependency of it): say what to do
+    if error.name != "torch":
+        raise
+    raise ImportError("dropkit.torch needs PyTorch: pip install 'dropkit[torch]'") from None
+
 from dropkit.torch import functional
 from dropkit.torch.functional import dropout
 from dropkit.torch.mc import mc_dropout, mc_predict
