@@ -205,7 +205,7 @@ class Shard:
         if x.shape != self.local_shape:
             raise ValueError(f"x must have the shard's local shape {self.local_shape}, got {shown(x.shape)}")
         threshold = keep_threshold(p)
-        scale = check_finite("scale", scale)
+        scale = check_finite("scale", scale, finite=threshold != KEEP_NONE)  # p == 1 scales nothing
         seed, stream = check_uint64("seed", seed), check_uint64("stream", stream)
         if out is not None:
             kernels._check_out(x, out)
