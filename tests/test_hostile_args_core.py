@@ -357,3 +357,11 @@ def test_mc_functions_refuse_bad_probabilities_labels_and_models():
         r"^model must be a dropkit.nn.Sequential, got int",
     )
     assert model[0].calls == 0
+
+
+def test_at_p_one_any_real_scale_goes_but_a_non_number_does_not():
+    for scale in (math.inf, -math.inf, math.nan, 10**5000):
+        assert not kernels.dropout_apply(X4, 1.0, seed=0, stream=0, scale=scale).any()
+        shard = Shard((4, 3, 4, 4), (1, 0, 0, 1), (2, 3, 4, 3))
+        assert not shard.dropout_apply(X4[..., :3].copy(), 1.0, seed=0, stream=0, scale=scale).any()
+    refused(lambda: kernels.dropout_apply(X4, 1.0, seed=0, stream=0, scale="2"), TypeError, r"^scale must be")

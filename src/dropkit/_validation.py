@@ -5,6 +5,7 @@ Every check runs before any state changes, so a rejected call leaves layers and 
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 import sys
@@ -100,13 +101,15 @@ def check_key(seed: Any, stream: Any) -> tuple[int, int]:
     return check_uint64("seed", seed), check_uint64("stream", stream)
 
 
-def check_finite(name: str, value: Any) -> float:
-    """Return ``value`` as a finite float (a kernel's ``scale``)."""
+def check_finite(name: str, value: Any, *, finite: bool = True) -> float:
+    """Return ``value`` as a float: a real number, finite unless ``finite=False`` (a kernel's ``scale``,
+    which no element meets at ``p == 1``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a finite real number, got {type(value).__name__}")
-    if not -FLOAT_MAX <= value <= FLOAT_MAX:  # a comparison: NaN fails it, and huge ints need no float()
+    in_range = -FLOAT_MAX <= value <= FLOAT_MAX  # a comparison: NaN fails it, and huge ints need no float()
+    if finite and not in_range:
         raise ValueError(f"{name} must be a finite real number, got {shown(value)}")
-    return float(value)
+    return float(value) if in_range or isinstance(value, float) else (math.inf if value > 0 else -math.inf)
 
 
 def check_positive_int(name: str, value: Any, *, limit: int | None = None) -> int:

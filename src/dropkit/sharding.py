@@ -198,8 +198,8 @@ class Shard:
         x = check_float_array("x", x)
         if x.shape != self.local_shape:
             raise ValueError(f"x must have the shard's local shape {self.local_shape}, got {shown(x.shape)}")
-        keep_threshold(p)
-        scale = check_finite("scale", scale)
+        threshold = keep_threshold(p)
+        scale = check_finite("scale", scale, finite=threshold != KEEP_NONE)  # p == 1 scales nothing
         seed, stream = check_uint64("seed", seed), check_uint64("stream", stream)
         if out is not None:
             kernels.check_out(x, out)

@@ -28,7 +28,7 @@ import numpy as np
 from dropkit._validation import UINT64_LIMIT, check_finite, check_float_array, check_uint64
 from dropkit.kernels import reference
 from dropkit.kernels.reference import scale_kept
-from dropkit.philox import keep_threshold
+from dropkit.philox import KEEP_NONE, keep_threshold
 
 __all__ = [
     "USE_NUMBA",
@@ -131,7 +131,7 @@ def dropout_apply(
     """
     x = check_float_array("x", x)
     threshold = keep_threshold(p)
-    scale = check_finite("scale", scale)
+    scale = check_finite("scale", scale, finite=threshold != KEEP_NONE)  # p == 1 scales nothing
     seed, stream, start = (
         check_uint64("seed", seed),
         check_uint64("stream", stream),
@@ -199,6 +199,7 @@ def dropout_apply_runs(
     """
     x = check_float_array("x", x)
     threshold = keep_threshold(p)
+    scale = check_finite("scale", scale, finite=threshold != KEEP_NONE)  # p == 1 scales nothing
     seed, stream = check_uint64("seed", seed), check_uint64("stream", stream)
     if out is not None:
         check_out(x, out)
