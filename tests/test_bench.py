@@ -73,7 +73,7 @@ def test_the_report_says_what_decides_torchs_page_size(monkeypatch, tmp_path, va
         monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", value)
     setting = tmp_path / "enabled"
     setting.write_text(" ".join(f"[{m}]" if m == mode else m for m in ("always", "madvise", "never")) + "\n")
-    monkeypatch.setattr(bench, "KERNEL_HUGE_PAGES", setting)
+    monkeypatch.setattr(bench.measure, "KERNEL_HUGE_PAGES", setting)
     report = run_benchmarks([64], [0.5], repeats=1, threads=1)
     assert report.config["huge_pages"] == {"THP_MEM_ALLOC_ENABLE": switch == "set", "kernel": mode}
     assert report.table().splitlines()[0].endswith(f"(THP_MEM_ALLOC_ENABLE {switch}, kernel THP {mode})")

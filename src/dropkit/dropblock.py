@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from dropkit._base import MaskDropout
 from dropkit._validation import (
     FLOAT_MAX,
     check_dims,
@@ -26,7 +27,7 @@ from dropkit._validation import (
     shown,
 )
 from dropkit.kernels import scale_kept
-from dropkit.layers import Shape, _MaskDropout
+from dropkit.layers import Shape
 from dropkit.philox import keep_mask
 
 __all__ = ["DropBlock2d", "drop_block2d", "drop_block_keep"]
@@ -154,7 +155,7 @@ def drop_block2d(
     return _apply_block_keep(x, keep)
 
 
-class DropBlock2d(_MaskDropout):
+class DropBlock2d(MaskDropout):
     """DropBlock layer; see :func:`drop_block2d`. Backward: ``dL/dx = dL/dy * m * numel / kept``.
 
     >>> layer = DropBlock2d(0.3, block_size=3, seed=1)

@@ -9,18 +9,17 @@ for the same ``(seed, stream)``, although NumPy's ``Linear`` stores ``W`` as ``(
 
 from __future__ import annotations
 
-import secrets
-
 import numpy as np
 
-from dropkit._validation import check_probability, check_uint64
+from dropkit._base import Stochastic
+from dropkit._validation import check_probability
 from dropkit.layers import dropout
 from dropkit.nn import Linear, _check_grad
 
 __all__ = ["DropConnectLinear"]
 
 
-class DropConnectLinear(Linear):
+class DropConnectLinear(Stochastic, Linear):
     """``y = x @ (W * M / (1 - p)) + b`` in training, ``x @ W + b`` at inference; the bias is not dropped.
 
     Use it where dropping activations is too coarse, e.g. on a classifier's last layers; it is
@@ -47,20 +46,9 @@ class DropConnectLinear(Linear):
         dtype: type[np.floating] = np.float32,
     ) -> None:
         self.p = check_probability(p)
-        self.seed = secrets.randbits(64) if seed is None else check_uint64("seed", seed)
-        super().__init__(in_features, out_features, rng=rng, dtype=dtype)  # checks the rest first
-        self.training = True
-        self.calls = 0  # training calls so far; the next one uses stream `calls`
+        Stochastic.__init__(self, seed=seed)  # the seed is checked before any weight is drawn
+        Linear.__init__(self, in_features, out_features, rng=rng, dtype=dtype)
         self._drawn: tuple[int, float] | None = None  # (stream, p) of the latest forward, None at inference
-
-    def train(self, mode: bool = True) -> DropConnectLinear:
-        """Set training mode (weights dropped on every forward); returns ``self``."""
-        self.training = bool(mode)
-        return self
-
-    def eval(self) -> DropConnectLinear:
-        """Set inference mode (the plain ``Linear``); returns ``self``."""
-        return self.train(False)
 
     def _drop(self, weight_like: np.ndarray, stream: int, p: float) -> np.ndarray:
         """``weight_like * M * scale`` with ``M`` drawn over the transposed, torch-layout shape."""

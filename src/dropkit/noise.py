@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dropkit._base import MaskDropout
 from dropkit._validation import (
     check_dims,
     check_float_array,
@@ -23,7 +24,7 @@ from dropkit._validation import (
     check_shard_arguments,
 )
 from dropkit.kernels.reference import compute_dtype
-from dropkit.layers import Shape, _MaskDropout, masked_dropout
+from dropkit.layers import Shape, masked_dropout
 from dropkit.philox import keep_mask, random_bits, random_range
 from dropkit.sharding import Shard
 
@@ -184,7 +185,7 @@ def alpha_dropout(
     return _alpha_apply(x, keep_mask(mask_shape, p, seed=seed, stream=stream), p)
 
 
-class GaussianDropout(_MaskDropout):
+class GaussianDropout(MaskDropout):
     """Gaussian dropout layer; see :func:`gaussian_dropout`. Backward: ``dL/dx = dL/dy * eps``.
 
     >>> layer = GaussianDropout(0.5, seed=0)
@@ -215,7 +216,7 @@ class GaussianDropout(_MaskDropout):
         return f"GaussianDropout(p={self.p}, seed={self.seed})"
 
 
-class AlphaDropout(_MaskDropout):
+class AlphaDropout(MaskDropout):
     """Alpha dropout layer; see :func:`alpha_dropout`. Backward: ``dL/dx = dL/dy * m * a``.
 
     >>> AlphaDropout(0.5, seed=0).eval()(np.ones(2)).tolist()
