@@ -31,9 +31,9 @@ def samples():
 def test_ops_pass_torch_library_opcheck():
     # Schema, fake (meta) implementation vs real strides and dtypes, autograd registration, AOT dispatch.
     for x in samples():
-        torch.library.opcheck(_ops.dropout_op, (x, 0.4, _checks.to_signed(2**64 - 1), 3, 1 / 0.6, 0))
+        torch.library.opcheck(_ops.dropout_op.custom, (x, 0.4, _checks.to_signed(2**64 - 1), 3, 1 / 0.6, 0))
         key = torch.tensor([_checks.to_signed(2**63), 5])
-        torch.library.opcheck(_ops.dropout_keyed_op, (x, key, 0.4, 1 / 0.6, 0))
+        torch.library.opcheck(_ops.dropout_keyed_op.custom, (x, key, 0.4, 1 / 0.6, 0))
 
 
 def test_fake_output_has_the_real_strides():

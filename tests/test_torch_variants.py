@@ -901,11 +901,11 @@ def test_ops_pass_torch_library_opcheck():
         torch.randn(2, 3, 4, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last),
     ):
         mask = [[*x.shape[:2], 1, 1], [7, x.shape[1], 1, 1], [4, 0, 0, 0]]  # rows 4.. of a batch of 7
-        torch.library.opcheck(_ops.shaped_dropout_op, (x, key, 0.4, 1 / 0.6, *mask))
-        torch.library.opcheck(_ops.alpha_dropout_op, (x, key, 0.4, *mask))
+        torch.library.opcheck(_ops.shaped_dropout_op.custom, (x, key, 0.4, 1 / 0.6, *mask))
+        torch.library.opcheck(_ops.alpha_dropout_op.custom, (x, key, 0.4, *mask))
         shard = [[9, *x.shape[1:]], [5, 0, 0, 0]]
-        torch.library.opcheck(_ops.gaussian_dropout_op, (x, key, 0.4, *shard))
-        torch.library.opcheck(_ops.drop_block2d_op, (x, key, 0.4, 3, 1.0, False))
+        torch.library.opcheck(_ops.gaussian_dropout_op.custom, (x, key, 0.4, *shard))
+        torch.library.opcheck(_ops.drop_block2d_op.custom, (x, key, 0.4, 3, 1.0, False))
 
 
 class Net(nn.Module):

@@ -112,7 +112,11 @@ class Stochastic(nn.Module):
 
     def _counted(self, output: Tensor) -> Tensor:
         """Count a training call once it has succeeded, so a rejected call moves nothing."""
-        self._calls.add_(1)
+        if torch._C._functorch.peek_interpreter_stack() is None:
+            self._calls.add_(1)
+        else:  # torch.func forbids mutating a captured tensor; the counter is state, not data
+            with torch._C._DisableFuncTorch():
+                self._calls.add_(1)
         return output
 
     def _check_p(self) -> None:

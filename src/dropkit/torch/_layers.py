@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-import torch
+import torch  # noqa: F401 (the doctests use it)
 from torch import Tensor
 
 from dropkit._validation import check_probability
@@ -28,6 +28,7 @@ from dropkit.layers import (
 from dropkit.torch import _ops
 from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run
 from dropkit.torch._checks import check_input, to_signed
+from dropkit.torch._function import eager_context
 from dropkit.torch._placement import Placed, place
 
 __all__ = [
@@ -57,9 +58,10 @@ def _bernoulli(
     numbers; a compiled call's run-time seed or counter, or a placed input, takes the keyed ops.
     """
     plain = placed.location is None and placed.mask.local_shape == tuple(input.shape)
-    if plain and not isinstance(stream, Tensor) and not (seed is None and torch.compiler.is_compiling()):
-        seed = _ops.fresh_seed() if seed is None else seed
-        output = _ops.dropout_op(input, p, to_signed(seed), to_signed(stream), scale, 0)
+    if plain and not isinstance(stream, Tensor) and not (seed is None and not eager_context()):
+        drawn = seed is None
+        seed = _ops.fresh_seed() if drawn else seed
+        output = _ops.dropout_op(input, p, to_signed(seed), to_signed(stream), scale, 0, drawn=drawn)
     else:
 
         def op(x: Tensor, key: Tensor) -> Tensor:
