@@ -16,7 +16,7 @@ import functools
 from collections.abc import Sequence
 
 import torch  # noqa: F401 (the doctests use it)
-from torch import Tensor
+from torch import Tensor, nn
 
 from dropkit._validation import check_probability
 from dropkit.layers import (
@@ -26,7 +26,7 @@ from dropkit.layers import (
     noise_mask_shape,
 )
 from dropkit.torch import _ops
-from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run
+from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run, traceable
 from dropkit.torch._checks import check_input, to_signed
 from dropkit.torch._function import eager_context
 from dropkit.torch._placement import Placed, place
@@ -127,6 +127,7 @@ def plan_drop_path(
     return bernoulli_plan(input, p, placed, scale, False)
 
 
+@traceable
 def dropout(
     input: Tensor,
     p: float = 0.5,
@@ -173,6 +174,7 @@ def dropout(
     return run(input, p, training, inplace, seed, stream, apply)
 
 
+@traceable
 def locked_dropout(
     input: Tensor,
     p: float = 0.5,
@@ -203,6 +205,7 @@ def locked_dropout(
     return run(input, p, training, False, seed, stream, apply)
 
 
+@traceable
 def drop_path(
     input: Tensor,
     p: float = 0.0,
@@ -237,7 +240,7 @@ def drop_path(
 # --- modules ----------------------------------------------------------------------------------
 
 
-class Dropout(Stochastic):
+class Dropout(Stochastic, nn.Dropout):
     """Inverted dropout whose mask is the contract's, regenerated in backward instead of stored.
 
     In training ``y = x * m / (1 - p)`` with ``m = keep_mask(x.shape, p, seed=..., stream=...)``;

@@ -252,7 +252,8 @@ def place(
     location = locate(input, global_shape, offsets, batched=batched)
     shard = None if location is None else location.shard
     if shard is None:
-        return Placed(location, whole(mask_shape_of(tuple(input.shape))))
+        # int(): under torch.jit.trace the sizes are traced values; a mask shape is fixed per graph
+        return Placed(location, whole(mask_shape_of(tuple(int(n) for n in input.shape))))
     try:
         global_mask = mask_shape_of(shard.global_shape)
     except ValueError as error:
