@@ -127,7 +127,7 @@ class Stochastic(nn.Module):
 
     def _counted(self, output: Tensor) -> Tensor:
         """Count a training call once it has succeeded, so a rejected call moves nothing."""
-        if torch._C._functorch.peek_interpreter_stack() is None:
+        if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is None:
             self._calls.add_(1)
         else:  # torch.func forbids mutating a captured tensor; the counter is state, not data
             with torch._C._DisableFuncTorch():

@@ -29,7 +29,7 @@ from torch import Tensor
 from dropkit.dropblock import drop_block_keep
 from dropkit.noise import alpha_constants, gaussian_noise
 from dropkit.sharding import Shard
-from dropkit.torch import _function, _launch
+from dropkit.torch import _cpu, _function, _launch
 from dropkit.torch._checks import to_signed, to_unsigned
 from dropkit.torch._function import MaskCall, eager
 
@@ -108,15 +108,12 @@ def _eager_keyed(custom, impl):
     A key made by :func:`key_tensor` for ``seed=None`` is marked ``drawn`` (vmap's randomness applies).
     """
 
-    def derivative(t: Tensor, seed: int, stream: int, *rest) -> Tensor:
-        return op(t, torch.tensor([to_signed(seed), to_signed(stream)]), *rest)
-
     def op(x: Tensor, key: Tensor, *rest) -> Tensor:
         if not eager(x):
             return custom(x, key, *rest)
         seed, stream = unpack_key(key)
         drawn = getattr(key, "drawn", False)
-        return _function.apply(MaskCall(impl, derivative, seed, stream, rest, drawn), x)
+        return _function.apply(MaskCall(impl, None, seed, stream, rest, drawn), x)
 
     op.__doc__ = custom.__doc__
     op.custom = custom  # the torch.library op itself (opcheck, tracers)
@@ -124,7 +121,10 @@ def _eager_keyed(custom, impl):
 
 
 def _dropout_impl(x: Tensor, seed: int, stream: int, p: float, scale: float, start: int) -> Tensor:
-    return _launch.apply(x, p, seed, stream, scale, start)
+    if not x.is_contiguous() and _launch.stride_order(x) == list(range(x.dim() - 1, -1, -1)):
+        x = x.contiguous()  # the output is row-major anyway (an expanded gradient, a slice)
+    out = _cpu.fused(x, p, seed, stream, scale, start)
+    return _launch.apply(x, p, seed, stream, scale, start) if out is None else out
 
 
 def _dropout_sharded_impl(
@@ -142,10 +142,6 @@ def _dropout_custom(x: Tensor, p: float, seed: int, stream: int, scale: float, s
     return _dropout_impl(x, to_unsigned(seed), to_unsigned(stream), p, scale, start)
 
 
-def _dropout_derivative(t: Tensor, seed: int, stream: int, p: float, scale: float, start: int) -> Tensor:
-    return dropout_op(t, p, to_signed(seed), to_signed(stream), scale, start)
-
-
 def dropout_op(
     x: Tensor, p: float, seed: int, stream: int, scale: float, start: int, *, drawn: bool = False
 ) -> Tensor:
@@ -154,9 +150,7 @@ def dropout_op(
     the kernel directly; else ``dropkit::dropout``."""
     if not eager(x):
         return _dropout_custom(x, p, seed, stream, scale, start)
-    call = MaskCall(
-        _dropout_impl, _dropout_derivative, to_unsigned(seed), to_unsigned(stream), (p, scale, start), drawn
-    )
+    call = MaskCall(_dropout_impl, None, to_unsigned(seed), to_unsigned(stream), (p, scale, start), drawn)
     return _function.apply(call, x)
 
 

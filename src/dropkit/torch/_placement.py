@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -223,6 +224,7 @@ def from_local(output: Tensor, input: Tensor, location: Location | None) -> Tens
     )
 
 
+@functools.lru_cache(maxsize=256)  # a Shard checks its geometry when made; layers see few shapes
 def whole(shape: Shape) -> Shard:
     """The shard that is all of a tensor of ``shape``: an unsharded input's mask."""
     return Shard(shape, (0,) * len(shape), shape)
