@@ -18,10 +18,10 @@ torch = pytest.importorskip("torch")
 
 import dropkit.torch as dt  # noqa: E402
 import dropkit.torch.functional as F  # noqa: E402
+from torch_common import DTYPES  # noqa: E402
 
 u64 = st.one_of(st.sampled_from([0, 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1))
 probability = st.one_of(st.sampled_from([0.0, 2**-32, 0.5, 1 - 2**-32, 1.0]), st.floats(0.0, 1.0))
-DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 LAYOUTS = ["contiguous", "transposed", "channels_last", "expanded"]
 
 
