@@ -101,6 +101,7 @@ def drop_block2d(
     True
     """
     p = check_probability(p)
+    check_input(input)
     draws = training and p > 0.0 and input.numel() > 0
     apply = plan_drop_block(
         input, p, block_size, gamma_scale, batchwise, draws=draws, global_shape=global_shape, offsets=offsets

@@ -2,7 +2,9 @@
 
 ``dropkit::dropout(x, p, seed, stream, scale, start)`` returns ``x * keep * scale`` with the
 contract's mask over ``x``'s logical row-major index (plus ``start``, the flat index of ``x[0...]``
-in a larger tensor; 0 unless a caller shards). Its derivative in ``x`` is ``keep * scale``, so
+in a larger tensor; 0 unless a caller shards). Seeds, streams and starts are unsigned 64-bit in the
+contract and cross the op boundary as the int64 with the same bits (``_checks.to_signed``). Its
+derivative in ``x`` is ``keep * scale``, so
 backward is the same op applied to the gradient: autograd keeps ``(p, seed, stream, scale,
 start)`` as Python numbers and no tensor, and double backward comes for free. Every other op here is
 *self-adjoint* the same way except alpha dropout (``dy/dx = keep * a``); :func:`_self_adjoint`
@@ -100,13 +102,13 @@ def _self_adjoint(op) -> None:
 @torch.library.custom_op("dropkit::dropout", mutates_args=())
 def dropout_op(x: Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> Tensor:
     """``x * keep * scale``; ``seed`` and ``stream`` as int64 (see ``_checks.to_signed``)."""
-    return _launch.apply(x, p, to_unsigned(seed), to_unsigned(stream), scale, start)
+    return _launch.apply(x, p, to_unsigned(seed), to_unsigned(stream), scale, to_unsigned(start))
 
 
 @torch.library.custom_op("dropkit::dropout_keyed", mutates_args=())
 def dropout_keyed_op(x: Tensor, key: Tensor, p: float, scale: float, start: int) -> Tensor:
     """``dropkit::dropout`` with ``(seed, stream)`` given as an int64 CPU tensor of shape ``(2,)``."""
-    return _launch.apply(x, p, *unpack_key(key), scale, start)
+    return _launch.apply(x, p, *unpack_key(key), scale, to_unsigned(start))
 
 
 @torch.library.custom_op("dropkit::dropout_sharded", mutates_args=())
@@ -231,7 +233,7 @@ def bernoulli(x: Tensor, key: Tensor, p: float, scale: float, mask: Shard) -> Te
     else the broadcast mask."""
     if mask.local_shape == tuple(x.shape):
         if mask.start is not None:
-            return dropout_keyed_op(x, key, p, scale, mask.start)
+            return dropout_keyed_op(x, key, p, scale, to_signed(mask.start))
         return dropout_sharded_op(x, key, p, scale, list(mask.global_shape), list(mask.offsets))
     return shaped_dropout_op(x, key, p, scale, *mask_args(mask))
 
