@@ -23,10 +23,8 @@ __all__ = ["convert"]
 _Build = Callable[[nn.Module, int | None], nn.Module]
 
 
-def _torch(cls: type[nn.Module], inplace: bool = True) -> _Build:
-    if inplace:
-        return lambda m, seed: cls(m.p, m.inplace, seed=seed)
-    return lambda m, seed: cls(m.p, seed=seed)
+def _torch(cls: type[nn.Module]) -> _Build:
+    return lambda m, seed: cls(m.p, m.inplace, seed=seed)
 
 
 def _timm_block(m: nn.Module, seed: int | None) -> nn.Module:
@@ -62,10 +60,7 @@ _BY_CLASS: dict[type[nn.Module], _Build] = {
 
 _TIMM = ("timm.layers.drop", "timm.models.layers.drop")
 _BY_NAME: dict[tuple[str, str], _Build] = {
-    **{
-        (path, "DropPath"): (lambda m, seed: timm.DropPath(m.drop_prob, m.scale_by_keep, seed=seed))
-        for path in _TIMM
-    },
+    **{(path, "DropPath"): _timm_path for path in _TIMM},
     **{(path, "DropBlock2d"): _timm_block for path in _TIMM},
     ("torchvision.ops.stochastic_depth", "StochasticDepth"): (
         lambda m, seed: torchvision.StochasticDepth(m.p, m.mode, seed=seed)
@@ -101,7 +96,7 @@ def convert(model: nn.Module, *, seed: int | None = None) -> nn.Module:
     new: dict[int, nn.Module] = {}
     for module in model.modules():
         build = _builder(module)
-        if build is not None and id(module) not in new:
+        if build is not None:  # modules() yields a shared module once
             module_seed = None if base is None else (base + len(new)) % 2**64
             new[id(module)] = build(module, module_seed).train(module.training)
     for parent in model.modules():
