@@ -29,7 +29,7 @@ from dropkit._validation import (
 )
 from dropkit.kernels import scale_kept
 from dropkit.layers import Shape
-from dropkit.noise import _box_muller
+from dropkit.noise import box_muller
 from dropkit.philox import keep_mask, random_range
 
 __all__ = [
@@ -172,7 +172,7 @@ def normal_words(shape: Shape, *, seed: int, stream: int = 0) -> np.ndarray:
     """
     n = math.prod(shape)
     words = random_range(seed, stream, n, n + (n & 1))
-    return np.stack(_box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n].reshape(shape)
+    return np.stack(box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n].reshape(shape)
 
 
 def _apply_block_keep(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
