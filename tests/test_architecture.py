@@ -24,7 +24,6 @@ ROOMS = [
     ("dropkit.sharding",),
     (
         "dropkit.layers",
-        "dropkit.channel",
         "dropkit.noise",
         "dropkit.dropblock",
         "dropkit.dropconnect",

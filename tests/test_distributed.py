@@ -27,16 +27,7 @@ from dropkit.philox import keep_mask  # noqa: E402
 from dropkit.sharding import Shard, shard_keep_mask  # noqa: E402
 from dropkit.torch import _checks, _cpu, _ops, _placement  # noqa: E402
 from dropkit.torch import distributed as D  # noqa: E402
-
-DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-
-
-def data(shape, dtype=torch.float32, generator_seed=0):
-    """Values bounded away from 0, so ``y != 0`` exactly where the mask keeps."""
-    g = torch.Generator().manual_seed(generator_seed)
-    magnitude = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
-    sign = torch.randint(0, 2, shape, generator=g) * 2 - 1
-    return (magnitude * sign).to(dtype)
+from torch_common import DTYPES, data  # noqa: E402
 
 
 def part(x, offsets, local_shape):

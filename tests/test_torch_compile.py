@@ -7,8 +7,18 @@ import contextlib
 import pytest
 
 torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
 
-from dropkit.torch import Dropout, _checks, _ops, dropout  # noqa: E402
+from dropkit.torch import (  # noqa: E402  # noqa: E402
+    DropBlock2d,
+    Dropout,
+    Dropout2d,
+    DropPath,
+    GaussianDropout,
+    _checks,
+    _ops,
+    dropout,
+)
 
 
 @contextlib.contextmanager
@@ -111,3 +121,50 @@ def test_a_p_that_changes_between_calls_recompiles_without_a_graph_break():
             reference.calls = call
             assert torch.equal(compiled(x), reference(x))
         assert counters["stats"]["unique_graphs"] == 3
+
+
+# --- the variants: registered ops and compiled modules ----------------------------------------
+
+
+def test_variant_ops_pass_torch_library_opcheck():
+    key = torch.tensor([_checks.to_signed(2**64 - 1), 3])
+    for x in (
+        torch.randn(3, 4, 5, 6, dtype=torch.float64).requires_grad_(),
+        torch.randn(2, 3, 4, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last),
+    ):
+        mask = [[*x.shape[:2], 1, 1], [7, x.shape[1], 1, 1], [4, 0, 0, 0]]  # rows 4.. of a batch of 7
+        torch.library.opcheck(_ops.shaped_dropout_op.custom, (x, key, 0.4, 1 / 0.6, *mask))
+        torch.library.opcheck(_ops.alpha_dropout_op.custom, (x, key, 0.4, *mask))
+        shard = [[9, *x.shape[1:]], [5, 0, 0, 0]]
+        torch.library.opcheck(_ops.gaussian_dropout_op.custom, (x, key, 0.4, *shard))
+        torch.library.opcheck(_ops.drop_block2d_op.custom, (x, key, 0.4, 3, 1.0, False))
+
+
+class VariantsNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.channel = Dropout2d(0.3, seed=5)  # stream = call number, a run-time tensor when compiled
+        self.block = DropBlock2d(0.2, 3, seed=6)
+        self.noise = GaussianDropout(0.2)  # seed drawn from torch's generator per call
+        self.path = DropPath(0.5, seed=2**64 - 1)
+
+    def forward(self, x):
+        return self.path(self.noise(self.block(self.channel(self.conv(x)))))
+
+
+def test_compiled_modules_equal_eager_over_successive_calls():
+    torch._dynamo.reset()
+    eager, twin, x = VariantsNet(), VariantsNet(), torch.randn(2, 3, 6, 6)
+    twin.load_state_dict(eager.state_dict())
+    compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)  # no graph break allowed
+    for call in range(2):
+        torch.manual_seed(100 + call)
+        expected = eager(x)
+        expected.square().sum().backward()
+        torch.manual_seed(100 + call)
+        got = compiled(x)
+        got.square().sum().backward()
+        assert torch.equal(got, expected)
+        assert torch.equal(twin.conv.weight.grad, eager.conv.weight.grad)
+    assert twin.channel.calls == eager.channel.calls == 2

@@ -18,10 +18,9 @@ import dropkit  # noqa: E402
 from dropkit.kernels.reference import scale_kept  # noqa: E402
 from dropkit.philox import keep_mask, keep_range  # noqa: E402
 from dropkit.torch import Dropout, _checks, _launch, _ops, dropout  # noqa: E402
+from torch_common import DTYPES, KEYS, data  # noqa: E402
 
-DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 # Seeds and streams at and past 2**63 cross the op's int64 boundary as negative numbers.
-KEYS = [(0, 0), (1, 5), (2**63, 2**63 + 1), (2**64 - 1, 2**64 - 1)]
 
 
 def reference(
@@ -36,14 +35,6 @@ def reference(
     if x.dtype == torch.bfloat16:
         return torch.from_numpy(scale_kept(x.float().numpy(), keep, scale)).bfloat16()
     return torch.from_numpy(scale_kept(x.contiguous().numpy(), keep, scale))
-
-
-def data(shape, dtype=torch.float32, generator_seed=0):
-    """Values bounded away from 0, so ``y != 0`` exactly where the mask keeps."""
-    g = torch.Generator().manual_seed(generator_seed)
-    magnitude = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
-    sign = torch.randint(0, 2, shape, generator=g) * 2 - 1
-    return (magnitude * sign).to(dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -7,6 +7,20 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from dropkit.torch import (  # noqa: E402
+    AlphaDropout,
+    DropBlock2d,
+    DropConnectLinear,
+    Dropout,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
+    DropPath,
+    FeatureAlphaDropout,
+    GaussianDropout,
+    LockedDropout,
+    WeightDrop,
+)
 from dropkit.torch.mc import is_stochastic, mc_dropout, mc_predict  # noqa: E402
 
 
@@ -103,3 +117,67 @@ def test_layers_with_one_mask_per_forward_get_one_forward_per_pass():
     out = mc_predict(model, torch.randn(4, 6), samples=3)
     assert calls == [4, 4, 4]
     assert (out.mutual_information > 0).all()  # the passes differ: each drew its own weight mask
+
+
+# --- MC dropout over every dropkit module ---------------------------------------------------
+
+ALL_MODULES = [
+    Dropout(0.5),
+    Dropout1d(),
+    Dropout2d(),
+    Dropout3d(),
+    LockedDropout(),
+    DropPath(0.1),
+    GaussianDropout(),
+    AlphaDropout(),
+    FeatureAlphaDropout(),
+    DropBlock2d(),
+    DropConnectLinear(2, 2),
+    WeightDrop(nn.Linear(2, 2)),
+]
+
+
+def test_every_module_is_stochastic_and_mc_dropout_turns_it_on():
+    model = nn.Sequential(*ALL_MODULES, nn.BatchNorm1d(3))
+    assert all(is_stochastic(m) for m in ALL_MODULES)
+    model.train()
+    with mc_dropout(model):
+        assert all(m.training for m in ALL_MODULES) and not model[-1].training
+    model.eval()
+    with mc_dropout(model):
+        assert all(m.training for m in ALL_MODULES) and not model[-1].training
+    assert not any(m.training for m in model.modules())
+
+
+def test_mc_dropout_leaves_a_batchnorm_inside_weight_drop_in_eval():
+    inner = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    model = nn.Sequential(WeightDrop(inner, "0.weight", p=0.5, seed=1))
+    with mc_dropout(model):
+        assert model[0].training and model[0].dropouts[0].training
+        assert not inner.training and not inner[1].training
+        before = inner[1].running_mean.clone()
+        model(torch.randn(4, 3))
+        assert torch.equal(inner[1].running_mean, before)
+
+
+def test_mc_predict_with_dropkit_modules_leaves_batchnorm_untouched():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(6, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        GaussianDropout(0.2),
+        DropConnectLinear(16, 16, p=0.3),
+        nn.ReLU(),
+        DropPath(0.2),
+        nn.Linear(16, 4),
+    ).train()
+    bn = model[1]
+    stats = [t.clone() for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
+    x = torch.randn(8, 6)
+    # DropConnect draws one weight mask per forward, so each pass gets its own forward (max_batch = N).
+    out = mc_predict(model, x, samples=10, max_batch=len(x))
+    for before, after in zip(stats, (bn.running_mean, bn.running_var, bn.num_batches_tracked), strict=True):
+        assert torch.equal(before, after)
+    assert bool((out.mutual_information > 0).all())
+    assert all(m.training for m in model.modules())

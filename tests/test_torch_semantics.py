@@ -33,9 +33,7 @@ MODULES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _fixed_torch_seed():
-    torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("fixed_torch_seed")
 
 
 def mean_close(value, target, tol=0.05):

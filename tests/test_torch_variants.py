@@ -23,7 +23,6 @@ from torch.autograd.graph import saved_tensors_hooks  # noqa: E402
 import dropkit  # noqa: E402
 import dropkit.torch as dkt  # noqa: E402
 from dropkit.dropblock import drop_block_keep  # noqa: E402
-from dropkit.dropconnect import DropConnectLinear as NumpyDropConnectLinear  # noqa: E402
 from dropkit.philox import keep_mask  # noqa: E402
 from dropkit.torch import (  # noqa: E402
     AlphaDropout,
@@ -38,24 +37,10 @@ from dropkit.torch import (  # noqa: E402
     GaussianDropout,
     LockedDropout,
     WeightDrop,
-    _checks,
     _ops,
-    mc_dropout,
-    mc_predict,
 )
 from dropkit.torch import functional as F  # noqa: E402
-from dropkit.torch.mc import is_stochastic  # noqa: E402
-
-KEYS = [(0, 0), (1, 5), (2**63, 2**63 + 1), (2**64 - 1, 2**64 - 1)]  # past 2**63: negative as int64
-DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-
-
-def data(shape, dtype=torch.float64, generator_seed=0):
-    """Values bounded away from 0, so ``y == 0`` exactly where a Bernoulli variant drops."""
-    g = torch.Generator().manual_seed(generator_seed)
-    magnitude = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
-    sign = torch.randint(0, 2, shape, generator=g) * 2 - 1
-    return (magnitude * sign).to(dtype)
+from torch_common import DTYPES, KEYS, data  # noqa: E402
 
 
 def numpy_of(x):
@@ -148,9 +133,7 @@ VARIANTS = {
 BERNOULLI = [name for name in VARIANTS if not name.startswith(("gaussian", "alpha", "feature_alpha"))]
 
 
-@pytest.fixture(autouse=True)
-def _fixed_torch_seed():
-    torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("fixed_torch_seed")
 
 
 # --- the reference, element for element ------------------------------------------------------
@@ -234,8 +217,8 @@ def test_seeded_module_matches_the_numpy_layer_call_for_call_forward_and_backwar
     make_module, make_layer, shape = MODULE_PAIRS[name]
     module, layer = make_module(2**64 - 3), make_layer(2**64 - 3)
     for call in range(3):
-        x = data(shape, generator_seed=call).requires_grad_()
-        upstream = data(shape, generator_seed=10 + call)
+        x = data(shape, torch.float64, generator_seed=call).requires_grad_()
+        upstream = data(shape, torch.float64, generator_seed=10 + call)
         y = module(x)
         y.backward(upstream)
         assert torch.equal(y.detach(), torch.from_numpy(layer(x.detach().numpy())))
@@ -246,7 +229,7 @@ def test_seeded_module_matches_the_numpy_layer_call_for_call_forward_and_backwar
 @pytest.mark.parametrize("name", VARIANTS)
 def test_gradcheck_and_gradgradcheck_in_float64(name):
     torch_form, _, shape = VARIANTS[name]
-    x = data(shape).requires_grad_()
+    x = data(shape, torch.float64).requires_grad_()
     function = lambda t: torch_form(t, seed=7, stream=3)  # noqa: E731
     # fast_mode checks random projections of the Jacobian: the full one is diagonal and costs a
     # forward per element.
@@ -257,7 +240,7 @@ def test_gradcheck_and_gradgradcheck_in_float64(name):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_backward_replays_the_mask_saving_only_the_16_byte_key(name):
     torch_form, _, shape = VARIANTS[name]
-    x = data(shape).requires_grad_()
+    x = data(shape, torch.float64).requires_grad_()
     sizes = []
 
     def pack(t):
@@ -277,7 +260,7 @@ def test_backward_replays_the_mask_saving_only_the_16_byte_key(name):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_unseeded_calls_draw_their_seed_from_torchs_generator(name):
     torch_form, _, shape = VARIANTS[name]
-    x = data(shape)
+    x = data(shape, torch.float64)
     torch.manual_seed(5)
     drawn = _ops.fresh_seed()
     torch.manual_seed(5)
@@ -285,7 +268,7 @@ def test_unseeded_calls_draw_their_seed_from_torchs_generator(name):
 
 
 def test_unseeded_modules_follow_manual_seed():
-    x = data((4, 3, 5, 5))
+    x = data((4, 3, 5, 5), torch.float64)
     for make in (lambda: Dropout2d(0.5), lambda: GaussianDropout(0.5), lambda: DropBlock2d(0.3, 3)):
         torch.manual_seed(9)
         first = make()(x)
@@ -296,7 +279,7 @@ def test_unseeded_modules_follow_manual_seed():
 @pytest.mark.parametrize("name", VARIANTS)
 def test_stream_needs_a_seed_and_keys_are_checked(name):
     torch_form, _, shape = VARIANTS[name]
-    x = data(shape)
+    x = data(shape, torch.float64)
     with pytest.raises(ValueError, match="stream needs an explicit seed"):
         torch_form(x, seed=None, stream=1)
     with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
@@ -306,7 +289,7 @@ def test_stream_needs_a_seed_and_keys_are_checked(name):
 
 
 def test_seeded_module_takes_stream_k_on_its_kth_training_call_only():
-    module, x = Dropout2d(0.5, seed=11), data((2, 6, 3, 3))
+    module, x = Dropout2d(0.5, seed=11), data((2, 6, 3, 3), torch.float64)
     for k in range(3):
         assert torch.equal(module(x), F.dropout2d(x, 0.5, seed=11, stream=k))
     module.eval()
@@ -315,7 +298,7 @@ def test_seeded_module_takes_stream_k_on_its_kth_training_call_only():
 
 
 def test_calls_can_be_set_to_resume_a_seeded_run():
-    module, x = DropPath(0.5, seed=11), data((16, 3))
+    module, x = DropPath(0.5, seed=11), data((16, 3), torch.float64)
     module.calls = 7
     assert torch.equal(module(x), F.drop_path(x, 0.5, seed=11, stream=7)) and module.calls == 8
     with pytest.raises(
@@ -343,7 +326,7 @@ IDENTITY_FORMS = [
 
 @pytest.mark.parametrize(("form", "shape"), IDENTITY_FORMS)
 def test_not_training_p_zero_and_empty_return_the_input_object(form, shape):
-    x = data(shape)
+    x = data(shape, torch.float64)
     assert form(x, p=0.5, training=False, seed=1) is x
     assert form(x, p=0.0, training=True, seed=1) is x
     empty = torch.empty((0, *shape[1:]))
@@ -362,7 +345,7 @@ P_ONE = {
 
 @pytest.mark.parametrize("name", P_ONE)
 def test_p_one_gives_zeros_and_a_zero_gradient(name):
-    x = data(VARIANTS[name][2]).requires_grad_()
+    x = data(VARIANTS[name][2], torch.float64).requires_grad_()
     y = P_ONE[name](x)
     y.sum().backward()
     assert torch.equal(y, torch.zeros_like(x)) and torch.equal(x.grad, torch.zeros_like(x))
@@ -379,7 +362,7 @@ def test_alpha_p_one_gives_zeros_as_torch_even_for_inf(form):
 
 def test_inplace_writes_the_same_values_into_the_input():
     for form in (F.dropout1d, F.alpha_dropout, F.feature_alpha_dropout):
-        base = data((3, 4, 5)).requires_grad_()
+        base = data((3, 4, 5), torch.float64).requires_grad_()
         x = base * 1  # a non-leaf, as torch requires for in-place under autograd
         expected = form(x, 0.5, True, seed=4, stream=2)
         y = form(x, 0.5, True, True, seed=4, stream=2)
@@ -390,7 +373,7 @@ def test_inplace_writes_the_same_values_into_the_input():
 
 
 def test_inplace_on_a_leaf_is_refused_before_the_counter_moves():
-    module, x = Dropout2d(0.5, inplace=True, seed=1), data((2, 3, 4, 4)).requires_grad_()
+    module, x = Dropout2d(0.5, inplace=True, seed=1), data((2, 3, 4, 4), torch.float64).requires_grad_()
     with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
         module(x)
     assert module.calls == 0
@@ -407,7 +390,7 @@ def test_inplace_on_a_leaf_is_refused_before_the_counter_moves():
 )
 def test_inplace_at_p_zero_returns_the_input_as_torch_does_and_counts_the_call(make):
     # Nothing is written at p == 0, so torch returns a leaf that requires grad instead of refusing it.
-    module, x = make(), data((2, 3, 4, 4)).requires_grad_()
+    module, x = make(), data((2, 3, 4, 4), torch.float64).requires_grad_()
     assert module(x) is x
     assert module(torch.empty(0, 3, 4, 4, requires_grad=True)).numel() == 0
     assert module.calls == 2  # training calls: the next one still uses stream 2
@@ -419,7 +402,7 @@ def test_a_stream_past_independent_masks_range_is_refused_before_the_counter_mov
     for module in (Dropout(0.5, seed=1), Dropout2d(0.5, seed=1), DropPath(0.5, seed=1)):
         module.calls = 2**32  # rank 1 would fold into stream 2**32 + 2**32: not one-to-one any more
         with independent_masks(1), pytest.raises(ValueError, match="stream"):
-            module(data((2, 3, 4, 4)))
+            module(data((2, 3, 4, 4), torch.float64))
         assert module.calls == 2**32, type(module).__name__
 
 
@@ -437,7 +420,7 @@ def test_weight_dropouts_count_a_call_only_when_the_layer_accepts_its_input():
 
 
 def test_channels_last_input_keeps_its_layout_and_values():
-    x = data((2, 6, 3, 4)).contiguous(memory_format=torch.channels_last)
+    x = data((2, 6, 3, 4), torch.float64).contiguous(memory_format=torch.channels_last)
     for form in (F.dropout2d, lambda t, p, **k: F.drop_block2d(t, p, 2, **k), F.gaussian_dropout):
         y = form(x, 0.5, seed=2)
         assert y.is_contiguous(memory_format=torch.channels_last)
@@ -572,7 +555,7 @@ def test_bad_ranks_are_value_errors_always_and_move_no_counter(form, make, rank,
 
 
 def test_dropout2d_takes_a_3d_input_as_unbatched_without_a_warning():
-    x = data((5, 3, 4))
+    x = data((5, 3, 4), torch.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         y = Dropout2d(0.5, seed=1)(x)
@@ -750,192 +733,6 @@ def test_alpha_constants_are_torchs():
     y = F.alpha_dropout(torch.zeros(10_000, dtype=torch.float64), p, True, seed=2)
     values = set(y.tolist())
     assert values == {a * alpha * p, -a * alpha * (1 - p)}
-
-
-# --- DropConnect and weight drop -------------------------------------------------------------
-
-
-def test_drop_connect_linear_drops_the_weight_with_the_reference_mask_and_is_linear_in_eval():
-    layer = DropConnectLinear(5, 3, p=0.4, seed=12, dtype=torch.float64)
-    x = data((4, 5)).requires_grad_()
-    for call in range(2):
-        keep = torch.from_numpy(keep_mask((3, 5), 0.4, seed=12, stream=call))
-        weight = torch.where(keep, layer.weight.detach() * (1 / 0.6), 0.0)
-        assert torch.equal(layer(x), nn.functional.linear(x, weight, layer.bias))
-    layer.weight.grad = None
-    layer(x).sum().backward()  # call 2
-    keep = torch.from_numpy(keep_mask((3, 5), 0.4, seed=12, stream=2))
-    assert bool((layer.weight.grad[~keep] == 0).all()) and bool((layer.weight.grad[keep] != 0).all())
-    layer.eval()
-    assert torch.equal(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
-    assert layer.weight_dropout.calls == 3
-
-
-def test_drop_connect_linear_equals_the_numpy_layer():
-    reference = NumpyDropConnectLinear(5, 3, p=0.5, rng=np.random.default_rng(0), seed=9, dtype=np.float64)
-    reference.bias.value[:] = [0.1, -0.2, 0.3]
-    layer = DropConnectLinear(5, 3, p=0.5, seed=9, dtype=torch.float64)
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(reference.weight.value.T))  # NumPy stores W as (in, out)
-        layer.bias.copy_(torch.from_numpy(reference.bias.value))
-    for call in range(3):
-        x = data((4, 5), generator_seed=call)
-        upstream = data((4, 3), generator_seed=20 + call)
-        layer.weight.grad = None
-        y = layer(x)
-        y.backward(upstream)
-        torch.testing.assert_close(y, torch.from_numpy(reference(x.numpy())), rtol=1e-12, atol=1e-12)
-        reference.backward(upstream.numpy())
-        torch.testing.assert_close(layer.weight.grad, torch.from_numpy(reference.weight.grad.T))
-
-
-def test_weight_drop_on_linear_gives_each_name_its_own_stream():
-    linear = nn.Linear(4, 3).double()
-    wrapped = WeightDrop(linear, ("weight", "bias"), p=0.5, seed=2**63)
-    x = data((6, 4))
-    for call in range(2):
-        weight_keep = torch.from_numpy(keep_mask((3, 4), 0.5, seed=2**63, stream=2 * call))
-        bias_keep = torch.from_numpy(keep_mask((3,), 0.5, seed=2**63, stream=2 * call + 1))
-        weight = torch.where(weight_keep, linear.weight * 2, 0.0)
-        bias = torch.where(bias_keep, linear.bias * 2, 0.0)
-        assert torch.equal(wrapped(x), nn.functional.linear(x, weight, bias))
-    wrapped.eval()
-    assert torch.equal(wrapped(x), linear(x))
-    # The parameters stay where they were: state_dict is the plain module's, prefixed.
-    assert list(wrapped.state_dict()) == ["module.weight", "module.bias"]
-
-
-def test_weight_drop_on_an_lstm_hidden_weight_forward_and_gradients():
-    torch.manual_seed(0)
-    lstm = nn.LSTM(4, 5)
-    wrapped = WeightDrop(lstm, "weight_hh_l0", p=0.5, seed=3)
-    x = torch.randn(7, 2, 4)
-    output, (h, c) = wrapped(x)
-    assert output.shape == (7, 2, 5) and h.shape == c.shape == (1, 2, 5)
-    assert not torch.allclose(output, lstm(x)[0])  # half the recurrent weights are gone
-    output.square().sum().backward()
-    keep = torch.from_numpy(keep_mask((20, 5), 0.5, seed=3, stream=0))
-    grad = lstm.weight_hh_l0.grad
-    assert bool((grad[~keep] == 0).all()) and bool((grad[keep] != 0).all())
-    assert lstm.weight_ih_l0.grad is not None and bool(lstm.weight_ih_l0.grad.ne(0).any())
-    # The dropped weight is weight_hh_l0 * keep * 2: the LSTM run with it by hand agrees.
-    with torch.no_grad():
-        dropped = {"weight_hh_l0": torch.where(keep, lstm.weight_hh_l0 * 2, 0.0)}
-        manual = torch.func.functional_call(lstm, dropped, (x,))[0]
-        assert torch.equal(WeightDrop(lstm, "weight_hh_l0", p=0.5, seed=3)(x)[0], manual)
-    wrapped.eval()
-    assert torch.equal(wrapped(x)[0], lstm(x)[0])
-
-
-# --- MC dropout ------------------------------------------------------------------------------
-
-ALL_MODULES = [
-    Dropout(0.5),
-    Dropout1d(),
-    Dropout2d(),
-    Dropout3d(),
-    LockedDropout(),
-    DropPath(0.1),
-    GaussianDropout(),
-    AlphaDropout(),
-    FeatureAlphaDropout(),
-    DropBlock2d(),
-    DropConnectLinear(2, 2),
-    WeightDrop(nn.Linear(2, 2)),
-]
-
-
-def test_every_module_is_stochastic_and_mc_dropout_turns_it_on():
-    model = nn.Sequential(*ALL_MODULES, nn.BatchNorm1d(3))
-    assert all(is_stochastic(m) for m in ALL_MODULES)
-    model.train()
-    with mc_dropout(model):
-        assert all(m.training for m in ALL_MODULES) and not model[-1].training
-    model.eval()
-    with mc_dropout(model):
-        assert all(m.training for m in ALL_MODULES) and not model[-1].training
-    assert not any(m.training for m in model.modules())
-
-
-def test_mc_dropout_leaves_a_batchnorm_inside_weight_drop_in_eval():
-    inner = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
-    model = nn.Sequential(WeightDrop(inner, "0.weight", p=0.5, seed=1))
-    with mc_dropout(model):
-        assert model[0].training and model[0].dropouts[0].training
-        assert not inner.training and not inner[1].training
-        before = inner[1].running_mean.clone()
-        model(torch.randn(4, 3))
-        assert torch.equal(inner[1].running_mean, before)
-
-
-def test_mc_predict_with_dropkit_modules_leaves_batchnorm_untouched():
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Linear(6, 16),
-        nn.BatchNorm1d(16),
-        nn.ReLU(),
-        GaussianDropout(0.2),
-        DropConnectLinear(16, 16, p=0.3),
-        nn.ReLU(),
-        DropPath(0.2),
-        nn.Linear(16, 4),
-    ).train()
-    bn = model[1]
-    stats = [t.clone() for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
-    x = torch.randn(8, 6)
-    # DropConnect draws one weight mask per forward, so each pass gets its own forward (max_batch = N).
-    out = mc_predict(model, x, samples=10, max_batch=len(x))
-    for before, after in zip(stats, (bn.running_mean, bn.running_var, bn.num_batches_tracked), strict=True):
-        assert torch.equal(before, after)
-    assert bool((out.mutual_information > 0).all())
-    assert all(m.training for m in model.modules())
-
-
-# --- torch.compile and registered ops ---------------------------------------------------------
-
-
-def test_ops_pass_torch_library_opcheck():
-    key = torch.tensor([_checks.to_signed(2**64 - 1), 3])
-    for x in (
-        torch.randn(3, 4, 5, 6, dtype=torch.float64).requires_grad_(),
-        torch.randn(2, 3, 4, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last),
-    ):
-        mask = [[*x.shape[:2], 1, 1], [7, x.shape[1], 1, 1], [4, 0, 0, 0]]  # rows 4.. of a batch of 7
-        torch.library.opcheck(_ops.shaped_dropout_op.custom, (x, key, 0.4, 1 / 0.6, *mask))
-        torch.library.opcheck(_ops.alpha_dropout_op.custom, (x, key, 0.4, *mask))
-        shard = [[9, *x.shape[1:]], [5, 0, 0, 0]]
-        torch.library.opcheck(_ops.gaussian_dropout_op.custom, (x, key, 0.4, *shard))
-        torch.library.opcheck(_ops.drop_block2d_op.custom, (x, key, 0.4, 3, 1.0, False))
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.channel = Dropout2d(0.3, seed=5)  # stream = call number, a run-time tensor when compiled
-        self.block = DropBlock2d(0.2, 3, seed=6)
-        self.noise = GaussianDropout(0.2)  # seed drawn from torch's generator per call
-        self.path = DropPath(0.5, seed=2**64 - 1)
-
-    def forward(self, x):
-        return self.path(self.noise(self.block(self.channel(self.conv(x)))))
-
-
-def test_compiled_modules_equal_eager_over_successive_calls():
-    torch._dynamo.reset()
-    eager, twin, x = Net(), Net(), torch.randn(2, 3, 6, 6)
-    twin.load_state_dict(eager.state_dict())
-    compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)  # no graph break allowed
-    for call in range(2):
-        torch.manual_seed(100 + call)
-        expected = eager(x)
-        expected.square().sum().backward()
-        torch.manual_seed(100 + call)
-        got = compiled(x)
-        got.square().sum().backward()
-        assert torch.equal(got, expected)
-        assert torch.equal(twin.conv.weight.grad, eager.conv.weight.grad)
-    assert twin.channel.calls == eager.channel.calls == 2
 
 
 @pytest.mark.parametrize(

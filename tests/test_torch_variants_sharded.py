@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 
 import dropkit.torch as dt  # noqa: E402
 from dropkit.torch import distributed as D  # noqa: E402
+from torch_common import data  # noqa: E402
 
 F = dt.functional
 
@@ -36,13 +37,6 @@ VARIANTS = {
 # Rows per rank: an even split (the default, no batch_sizes) and an uneven one.
 SPLITS = {"2 ranks": (None, 2), "3 ranks, uneven": ((3, 3, 1), 3)}
 KEY = {"seed": 2**64 - 5, "stream": 9}
-
-
-def data(shape, generator_seed=0):
-    """Values bounded away from 0, so ``y != 0`` exactly where the mask keeps (for Bernoulli variants)."""
-    g = torch.Generator().manual_seed(generator_seed)
-    magnitude = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
-    return (magnitude * (torch.randint(0, 2, shape, generator=g) * 2 - 1)).float()
 
 
 def rank_rows(batch_sizes, world_size, rows):

@@ -19,12 +19,6 @@ from dropkit.noise import SELU_ALPHA_PRIME, gaussian_noise
 from dropkit.philox import random_bits
 
 
-@pytest.fixture
-def rng():
-    """A fresh generator per test, so a test's inputs do not depend on which tests ran before it."""
-    return np.random.default_rng(2024)
-
-
 def numeric_grad(layer, x, upstream, eps=1e-6):
     """Central differences of sum(forward(x) * upstream), replaying the layer's last stream."""
     stream = layer.calls - 1

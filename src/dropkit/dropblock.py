@@ -10,6 +10,7 @@ centre's block is zeroed, and the survivors are rescaled by ``numel / kept`` as 
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -28,9 +29,17 @@ from dropkit._validation import (
 )
 from dropkit.kernels import scale_kept
 from dropkit.layers import Shape
-from dropkit.philox import keep_mask
+from dropkit.noise import box_muller
+from dropkit.philox import keep_mask, random_range
 
-__all__ = ["DropBlock2d", "drop_block2d", "drop_block_keep"]
+__all__ = [
+    "DropBlock2d",
+    "drop_block2d",
+    "drop_block_keep",
+    "dropped_blocks",
+    "fitted_blocks",
+    "normal_words",
+]
 
 
 def check_block(shape: Shape, block_size: Any, gamma_scale: Any, batchwise: bool) -> Shape:
@@ -100,6 +109,70 @@ def _spread(centres: np.ndarray, k: int, axis: int) -> np.ndarray:
     padding = [(0, 0)] * centres.ndim
     padding[axis] = ((k - 1) // 2, k // 2)
     return sliding_window_view(np.pad(centres, padding), k, axis=axis).any(axis=-1)
+
+
+def dropped_blocks(
+    shape: Shape, p: float, block_size: int, gamma_scale: float, *, seed: int, stream: int = 0
+) -> np.ndarray:
+    """timm >= 1.0.23's DropBlock layout: the *dropped* elements (bool) of a mask of ``shape``
+    ``(N, C or 1, H, W)``.
+
+    Every position may be a block centre (``~keep_mask(shape, gamma)``), at timm's rate
+    ``gamma = gamma_scale * p * H W / (kh kw) / ((H - kh + 1)(W - kw + 1))`` with ``kh = min(k, H)``,
+    ``kw = min(k, W)`` (capped at 1); a centre at ``i`` drops ``i - k//2 .. i - k//2 + k - 1`` along each
+    axis, clipped at the edges -- timm's ``max_pool2d`` with padding ``k//2`` and its even-kernel crop.
+
+    >>> dropped_blocks((1, 1, 4, 4), 0.3, 3, 1.0, seed=1).astype(int)[0, 0]
+    array([[0, 0, 0, 0],
+           [0, 0, 0, 0],
+           [1, 1, 1, 1],
+           [1, 1, 1, 1]])
+    """
+    height, width = shape[-2:]
+    if 0 in shape:
+        return np.zeros(shape, dtype=bool)
+    kh, kw = min(block_size, height), min(block_size, width)
+    gamma = min(1.0, gamma_scale * p * height * width / (kh * kw) / ((height - kh + 1) * (width - kw + 1)))
+    centres = ~keep_mask(shape, gamma, seed=seed, stream=stream)
+    return _spread(_spread(centres, kh, axis=-2), kw, axis=-1)
+
+
+def fitted_blocks(shape: Shape, p: float, block_size: int, *, seed: int, stream: int = 0) -> np.ndarray:
+    """torchvision's DropBlock layout: the *dropped* elements (bool) of ``(N, C, *spatial)`` (2 or 3
+    spatial axes), every block inside the map.
+
+    Centres are drawn over ``(N, C, *(s - k + 1))`` as ``~keep_mask(..., gamma)`` with torchvision's
+    ``gamma = p * prod(s) / (k**d * prod(s - k + 1))``; the centre at ``r`` drops ``r .. r + k - 1``.
+
+    >>> fitted_blocks((1, 1, 4, 4), 0.5, 3, seed=3).astype(int)[0, 0]
+    array([[0, 1, 1, 1],
+           [0, 1, 1, 1],
+           [0, 1, 1, 1],
+           [0, 0, 0, 0]])
+    """
+    spatial = shape[2:]
+    if block_size > min(spatial, default=0):
+        raise ValueError(
+            f"block_size must be at most the smallest spatial size {min(spatial)}, got {block_size}"
+        )
+    reduced = tuple(s - block_size + 1 for s in spatial)
+    gamma = p * math.prod(spatial) / (block_size ** len(spatial) * math.prod(reduced))
+    dropped = ~keep_mask((*shape[:2], *reduced), gamma, seed=seed, stream=stream)
+    for axis in range(2, len(shape)):
+        padding = [(0, 0)] * len(shape)
+        padding[axis] = (block_size - 1, block_size - 1)
+        dropped = sliding_window_view(np.pad(dropped, padding), block_size, axis=axis).any(axis=-1)
+    return dropped
+
+
+def normal_words(shape: Shape, *, seed: int, stream: int = 0) -> np.ndarray:
+    """Standard normals (float64) of ``shape`` for DropBlock's ``with_noise``, from the words *after* the
+    mask's: element ``i`` of ``n`` takes Box-Muller pair ``n + 2 (i // 2)``, so it never reuses a word
+    that decided a block (:func:`dropkit.noise.gaussian_noise` explains the pairing).
+    """
+    n = math.prod(shape)
+    words = random_range(seed, stream, n, n + (n & 1))
+    return np.stack(box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n].reshape(shape)
 
 
 def _apply_block_keep(x: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 from dropkit._base import Stochastic
 from dropkit._validation import check_probability
 from dropkit.layers import dropout
-from dropkit.nn import Linear, _check_grad
+from dropkit.nn import Linear, check_grad
 
 __all__ = ["DropConnectLinear"]
 
@@ -75,7 +75,7 @@ class DropConnectLinear(Stochastic, Linear):
         if self._drawn is None:  # before any forward (Linear raises), or after an inference one
             return super().backward(grad)
         stream, p = self._drawn
-        grad = _check_grad(grad, (self._x.shape[0], self.out_features))
+        grad = check_grad(grad, (self._x.shape[0], self.out_features))
         self.weight.grad = self._drop(self._x.T @ grad, stream, p)
         self.bias.grad = grad.sum(axis=0)
         return grad @ self._drop(self.weight.value, stream, p).T

@@ -75,7 +75,7 @@ def _check_dtype(dtype: Any) -> np.dtype:
     return checked
 
 
-def _check_grad(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
+def check_grad(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
     """``dL/dy`` as a float array of the forward output's ``shape``."""
     grad = check_float_array("grad", grad)
     if grad.shape != shape:
@@ -155,7 +155,7 @@ class Linear:
         """``dL/dx = dL/dy @ W.T``, storing ``dL/dW = x.T @ dL/dy`` and ``dL/db``; ``(N, out) -> (N, in)``."""
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
-        grad = _check_grad(grad, (self._x.shape[0], self.out_features))
+        grad = check_grad(grad, (self._x.shape[0], self.out_features))
         self.weight.grad = self._x.T @ grad
         self.bias.grad = grad.sum(axis=0)
         return grad @ self.weight.value.T
@@ -191,7 +191,7 @@ class ReLU:
         """``dL/dx = dL/dy * [x > 0]``; shape unchanged."""
         if self._positive is None:
             raise RuntimeError("ReLU.backward called before forward")
-        grad = _check_grad(grad, self._positive.shape)
+        grad = check_grad(grad, self._positive.shape)
         return np.where(self._positive, grad, 0)
 
     def __repr__(self) -> str:
@@ -224,7 +224,7 @@ class Flatten:
             raise RuntimeError("Flatten.backward called before forward")
         shape = self._shape
         flat = (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
-        return _check_grad(grad, flat).reshape(shape)
+        return check_grad(grad, flat).reshape(shape)
 
     def __repr__(self) -> str:
         return "Flatten()"

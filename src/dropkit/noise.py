@@ -50,7 +50,7 @@ def check_gaussian_p(p: Any) -> float:
     return p
 
 
-def _box_muller(w0: np.ndarray, w1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def box_muller(w0: np.ndarray, w1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The two standard normals ``(r cos t, r sin t)`` of each pair of 32-bit words (float64)."""
     u0, u1 = (w0.astype(np.float64) + 0.5) * TWO_TO_MINUS_32, (w1.astype(np.float64) + 0.5) * TWO_TO_MINUS_32
     radius, angle = np.sqrt(-2.0 * np.log(u0)), 2.0 * np.pi * u1
@@ -92,12 +92,12 @@ def gaussian_noise(
         index = Shard(global_shape, offsets, shape).global_indexes()
         odd = (index & np.uint64(1)).astype(bool)
         first = index - odd  # the even index that starts the element's pair
-        cos, sin = _box_muller(random_bits(seed, stream, first), random_bits(seed, stream, first + 1))
+        cos, sin = box_muller(random_bits(seed, stream, first), random_bits(seed, stream, first + 1))
         z = np.where(odd, sin, cos)
     else:
         n = math.prod(shape)
         words = random_range(seed, stream, 0, n + (n & 1))
-        z = np.stack(_box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n]
+        z = np.stack(box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n]
     return (1.0 + np.sqrt(p / (1.0 - p)) * z).reshape(shape)
 
 

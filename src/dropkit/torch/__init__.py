@@ -17,8 +17,9 @@ except ModuleNotFoundError as error:  # torch itself missing (not a broken depen
         raise
     raise ImportError("dropkit.torch needs PyTorch: pip install 'dropkit[torch]'") from None
 
-from dropkit.torch import functional
+from dropkit.torch import functional, timm, torchvision
 from dropkit.torch._revert import revert
+from dropkit.torch.convert import convert
 from dropkit.torch.functional import dropout
 from dropkit.torch.mc import mc_dropout, mc_predict
 from dropkit.torch.modules import (
@@ -35,6 +36,7 @@ from dropkit.torch.modules import (
     LockedDropout,
     WeightDrop,
 )
+from dropkit.torch.routing import route_dropout
 
 __all__ = [
     "AlphaDropout",
@@ -49,9 +51,13 @@ __all__ = [
     "GaussianDropout",
     "LockedDropout",
     "WeightDrop",
+    "convert",
     "dropout",
     "functional",
     "mc_dropout",
     "mc_predict",
     "revert",
+    "route_dropout",
+    "timm",
+    "torchvision",
 ]

@@ -8,18 +8,19 @@ key. The rescale is over the whole tensor, so DropBlock takes no shard.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor
 
-from dropkit._validation import check_probability
-from dropkit.dropblock import check_block
+from dropkit._validation import check_positive_int, check_probability
+from dropkit.dropblock import check_block, dropped_blocks, fitted_blocks, normal_words
 from dropkit.torch import _ops
 from dropkit.torch._base import Apply, Stochastic, on_local, run
 from dropkit.torch._checks import check_input
 from dropkit.torch._placement import Location, Placed, locate, whole
 
-__all__ = ["DropBlock2d", "drop_block2d"]
+__all__ = ["DropBlock2d", "block_layout", "drop_block2d", "masked"]
 
 
 def _drop_block(
@@ -100,6 +101,7 @@ def drop_block2d(
     True
     """
     p = check_probability(p)
+    check_input(input)
     draws = training and p > 0.0 and input.numel() > 0
     apply = plan_drop_block(
         input, p, block_size, gamma_scale, batchwise, draws=draws, global_shape=global_shape, offsets=offsets
@@ -157,4 +159,88 @@ class DropBlock2d(Stochastic):
         return (
             f"p={self.p}, block_size={self.block_size}, gamma_scale={self.gamma_scale}, "
             f"batchwise={self.batchwise}{self._seed_repr()}"
+        )
+
+
+# --- the peers' layouts: timm >= 1.0.23 and torchvision ----------------------------------------
+
+Factor = Callable[[], tuple[Tensor, Tensor | None]]  # () -> (multiplier, additive noise or None)
+
+
+class _Masked(torch.autograd.Function):
+    """``y = x * factor + noise`` where ``factor_of()`` rebuilds both from a key: backward calls it again
+    (``dL/dx = dL/dy * factor``) instead of saving the float mask."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, factor_of: Factor, inplace: bool) -> Tensor:
+        factor, noise = factor_of()
+        ctx.factor_of = factor_of
+        if inplace:
+            ctx.mark_dirty(x)
+            x.mul_(factor)
+            return x if noise is None else x.add_(noise)
+        y = x * factor
+        return y if noise is None else y + noise
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        return grad * ctx.factor_of()[0], None, None
+
+
+def masked(x: Tensor, factor_of: Factor, inplace: bool) -> Tensor:
+    """``x * factor (+ noise)`` with ``factor_of`` replayed in backward; into ``x`` when ``inplace``."""
+    return _Masked.apply(x, factor_of, inplace)
+
+
+def block_layout(
+    x: Tensor,
+    p: float,
+    block_size: int,
+    *,
+    layout: str,
+    gamma_scale: float = 1.0,
+    couple_channels: bool = False,
+    scale_by_keep: bool = True,
+    with_noise: bool = False,
+    eps: float = 1e-6,
+    seed: int,
+    stream: int,
+) -> Factor:
+    """The factor (and noise) of the peers' DropBlock at key ``(seed, stream)``, as the peer forms them.
+
+    ``layout="timm"``: :func:`dropkit.dropblock.dropped_blocks` over ``(N, 1 or C, H, W)``, kept
+    elements scaled by ``numel / (kept + 1e-7)`` in float32 (``scale_by_keep``), or, ``with_noise``,
+    dropped ones replaced by :func:`dropkit.dropblock.normal_words`. ``layout="torchvision"``:
+    :func:`dropkit.dropblock.fitted_blocks`, scaled by ``numel / (eps + kept)`` in ``x``'s dtype.
+    """
+    shape, dtype, device = tuple(x.shape), x.dtype, x.device
+
+    def factor_of() -> tuple[Tensor, Tensor | None]:
+        if layout == "timm":
+            mask_shape = (shape[0], 1 if couple_channels else shape[1], *shape[2:])
+            dropped = dropped_blocks(mask_shape, p, block_size, gamma_scale, seed=seed, stream=stream)
+        else:
+            dropped = fitted_blocks(shape, p, block_size, seed=seed, stream=stream)
+        drop = torch.from_numpy(dropped).to(device=device, dtype=dtype)
+        keep = 1.0 - drop
+        if with_noise:
+            noise = torch.from_numpy(normal_words(drop.shape, seed=seed, stream=stream))
+            return keep, noise.to(device=device, dtype=dtype) * drop
+        if layout == "timm":
+            if scale_by_keep:
+                keep = keep * (keep.numel() / keep.to(torch.float32).sum().add(1e-7)).to(dtype)
+            return keep, None
+        return keep * (keep.numel() / (eps + keep.sum())), None
+
+    return factor_of
+
+
+def check_peer_block(x: Tensor, block_size: object, spatial: int, name: str) -> None:
+    """A peer DropBlock's input checks: a tensor of ``2 + spatial`` dims, a positive int block."""
+    check_input(x)
+    check_positive_int("block_size", block_size)
+    if x.dim() != 2 + spatial:
+        letters = "HW" if spatial == 2 else "DHW"
+        raise ValueError(
+            f"{name} expects input of shape (N, C, {', '.join(letters)}), got a {x.dim()}D input"
         )

@@ -8,7 +8,8 @@ so a seeded weight numbers its calls like every other dropkit layer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -19,6 +20,25 @@ from dropkit.torch._base import Apply, Stochastic
 from dropkit.torch._layers import plan_dropout
 
 __all__ = ["DropConnectLinear", "WeightDrop"]
+
+
+@contextlib.contextmanager
+def _undone_on_failure(dropouts: Sequence[Stochastic]) -> Iterator[None]:
+    """Undo the weights' draws if the wrapped call raises: the module refused its input, so the call
+    did not happen and moves no counter and no generator (a seedless draw took torch's)."""
+    if torch.compiler.is_compiling():
+        yield
+        return
+    calls = [dropout.calls for dropout in dropouts]
+    generator = torch.get_rng_state() if any(dropout.seed is None for dropout in dropouts) else None
+    try:
+        yield
+    except Exception:
+        for dropout, count in zip(dropouts, calls, strict=True):
+            dropout.calls = count
+        if generator is not None:
+            torch.set_rng_state(generator)
+        raise
 
 
 class _WeightDropout(Stochastic):
@@ -90,7 +110,8 @@ class DropConnectLinear(nn.Linear):
             raise ValueError(
                 f"input must have shape (*, in_features={self.in_features}), got {tuple(input.shape)}"
             )
-        return nn.functional.linear(input, self.weight_dropout(self.weight), self.bias)
+        with _undone_on_failure([self.weight_dropout]):
+            return nn.functional.linear(input, self.weight_dropout(self.weight), self.bias)
 
 
 class WeightDrop(nn.Module):
@@ -124,6 +145,12 @@ class WeightDrop(nn.Module):
         p: float = 0.5,
         seed: int | None = None,
     ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if not isinstance(names, str) and not (
+            isinstance(names, Sequence) and all(isinstance(name, str) for name in names)
+        ):
+            raise TypeError(f"names must be a parameter name or a sequence of them, got {names!r}")
         names = (names,) if isinstance(names, str) else tuple(names)
         parameters = dict(module.named_parameters())
         missing = [name for name in names if name not in parameters]
@@ -141,15 +168,9 @@ class WeightDrop(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """``module(*args, **kwargs)`` with the named parameters dropped (in training) for this call."""
         pairs = zip(self.names, self.dropouts, strict=True)
-        counted = None if torch.compiler.is_compiling() else [dropout.calls for dropout in self.dropouts]
-        weights = {name: dropout(self.module.get_parameter(name)) for name, dropout in pairs}
-        try:
+        with _undone_on_failure(self.dropouts):
+            weights = {name: dropout(self.module.get_parameter(name)) for name, dropout in pairs}
             return torch.func.functional_call(self.module, weights, args, kwargs)
-        except Exception:
-            if counted is not None:  # the module refused its input: the call did not happen
-                for dropout, calls in zip(self.dropouts, counted, strict=True):
-                    dropout.calls = calls
-            raise
 
     def extra_repr(self) -> str:
         return f"names={list(self.names)}"

@@ -2,7 +2,9 @@
 
 ``dropkit::dropout(x, p, seed, stream, scale, start)`` returns ``x * keep * scale`` with the
 contract's mask over ``x``'s logical row-major index (plus ``start``, the flat index of ``x[0...]``
-in a larger tensor; 0 unless a caller shards). Its derivative in ``x`` is ``keep * scale``, so
+in a larger tensor; 0 unless a caller shards). Seeds, streams and starts are unsigned 64-bit in the
+contract and cross the op boundary as the int64 with the same bits (``_checks.to_signed``). Its
+derivative in ``x`` is ``keep * scale``, so
 backward is the same op applied to the gradient: autograd keeps ``(p, seed, stream, scale,
 start)`` as Python numbers and no tensor, and double backward comes for free. Every other op here is
 *self-adjoint* the same way except alpha dropout (``dy/dx = keep * a``); :func:`_self_adjoint`
@@ -123,6 +125,7 @@ def _eager_keyed(custom, impl):
 def _dropout_impl(x: Tensor, seed: int, stream: int, p: float, scale: float, start: int) -> Tensor:
     if not x.is_contiguous() and _launch.stride_order(x) == list(range(x.dim() - 1, -1, -1)):
         x = x.contiguous()  # the output is row-major anyway (an expanded gradient, a slice)
+    start = to_unsigned(start)  # int64 at the op boundary (to_unsigned leaves an unsigned value as it is)
     out = _cpu.fused(x, p, seed, stream, scale, start)
     return _launch.apply(x, p, seed, stream, scale, start) if out is None else out
 
@@ -296,7 +299,7 @@ def bernoulli(x: Tensor, key: Tensor, p: float, scale: float, mask: Shard) -> Te
     else the broadcast mask."""
     if mask.local_shape == tuple(x.shape):
         if mask.start is not None:
-            return dropout_keyed_op(x, key, p, scale, mask.start)
+            return dropout_keyed_op(x, key, p, scale, to_signed(mask.start))
         return dropout_sharded_op(x, key, p, scale, list(mask.global_shape), list(mask.offsets))
     return shaped_dropout_op(x, key, p, scale, *mask_args(mask))
 

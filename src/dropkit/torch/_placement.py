@@ -198,7 +198,7 @@ def locate(
     if dtensor:
         shard = dtensor_shard(input)
     elif global_shape is not None:
-        shard = Shard(tuple(global_shape), tuple(offsets), tuple(input.shape))
+        shard = Shard(global_shape, offsets, tuple(input.shape))  # Shard checks and names them
     else:
         shard = None
     state = _state

@@ -106,6 +106,8 @@ def mc_predict(
     >>> out.mean.shape, bool((out.mutual_information >= 0).all())
     (torch.Size([5, 4]), True)
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     samples = check_count("samples", samples)
     max_batch = None if max_batch is None else check_count("max_batch", max_batch)
     n = x.shape[0]
