@@ -212,7 +212,7 @@ def test_compiled_equals_eager_with_shards_and_contexts():
 def test_sharded_op_passes_torch_library_opcheck():
     x = torch.randn(3, 4, 5, dtype=torch.float64).permute(2, 0, 1).requires_grad_()
     key = torch.tensor([_checks.to_signed(2**64 - 1), 5])
-    torch.library.opcheck(_ops.dropout_sharded_op, (x, key, 0.4, 1 / 0.6, [5, 3, 8], [0, 0, 2]))
+    torch.library.opcheck(_ops.dropout_sharded_op.custom, (x, key, 0.4, 1 / 0.6, [5, 3, 8], [0, 0, 2]))
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fake = _ops.dropout_sharded_op(
             mode.from_tensor(x), mode.from_tensor(key), 0.4, 1 / 0.6, [5, 3, 8], [0, 0, 2]

@@ -41,9 +41,9 @@ def samples():
 def test_ops_pass_torch_library_opcheck():
     # Schema, fake (meta) implementation vs real strides and dtypes, autograd registration, AOT dispatch.
     for x in samples():
-        torch.library.opcheck(_ops.dropout_op, (x, 0.4, _checks.to_signed(2**64 - 1), 3, 1 / 0.6, 0))
+        torch.library.opcheck(_ops.dropout_op.custom, (x, 0.4, _checks.to_signed(2**64 - 1), 3, 1 / 0.6, 0))
         key = torch.tensor([_checks.to_signed(2**63), 5])
-        torch.library.opcheck(_ops.dropout_keyed_op, (x, key, 0.4, 1 / 0.6, 0))
+        torch.library.opcheck(_ops.dropout_keyed_op.custom, (x, key, 0.4, 1 / 0.6, 0))
 
 
 def test_fake_output_has_the_real_strides():
@@ -133,11 +133,11 @@ def test_variant_ops_pass_torch_library_opcheck():
         torch.randn(2, 3, 4, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last),
     ):
         mask = [[*x.shape[:2], 1, 1], [7, x.shape[1], 1, 1], [4, 0, 0, 0]]  # rows 4.. of a batch of 7
-        torch.library.opcheck(_ops.shaped_dropout_op, (x, key, 0.4, 1 / 0.6, *mask))
-        torch.library.opcheck(_ops.alpha_dropout_op, (x, key, 0.4, *mask))
+        torch.library.opcheck(_ops.shaped_dropout_op.custom, (x, key, 0.4, 1 / 0.6, *mask))
+        torch.library.opcheck(_ops.alpha_dropout_op.custom, (x, key, 0.4, *mask))
         shard = [[9, *x.shape[1:]], [5, 0, 0, 0]]
-        torch.library.opcheck(_ops.gaussian_dropout_op, (x, key, 0.4, *shard))
-        torch.library.opcheck(_ops.drop_block2d_op, (x, key, 0.4, 3, 1.0, False))
+        torch.library.opcheck(_ops.gaussian_dropout_op.custom, (x, key, 0.4, *shard))
+        torch.library.opcheck(_ops.drop_block2d_op.custom, (x, key, 0.4, 3, 1.0, False))
 
 
 class VariantsNet(nn.Module):

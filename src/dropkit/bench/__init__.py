@@ -97,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_parse_size,
         nargs="+",
         metavar="N",
-        help="float32 element counts, e.g. 2**20 2**24 (default 2**20 2**24 2**26; --quick: 2**20 2**22)",
+        help="float32 element counts, e.g. 2**20 2**24 "
+        "(default 2**12 2**20 2**24 2**26; --quick: 2**12 2**20 2**22)",
     )
     parser.add_argument(
         "--ps",

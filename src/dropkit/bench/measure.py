@@ -39,10 +39,11 @@ from dropkit._validation import check_count, check_probability, shown
 
 __all__ = ["BenchReport", "Row", "run_benchmarks"]
 
-DEFAULT_SIZES = (2**20, 2**24, 2**26)  # elements of float32: 4 MiB, 64 MiB, 256 MiB
+# float32 elements: a 64x64 layer (per-call overhead, where torch's own dispatch dominates), 4, 64, 256 MiB
+DEFAULT_SIZES = (2**12, 2**20, 2**24, 2**26)
 DEFAULT_PS = (0.1, 0.5)
 DEFAULT_REPEATS = 7
-QUICK_SIZES = (2**20, 2**22)
+QUICK_SIZES = (2**12, 2**20, 2**22)
 QUICK_REPEATS = 3
 GOAL_SIZE = 2**24  # issue 5's goals are stated at this size
 MEMORY = "memory pass"

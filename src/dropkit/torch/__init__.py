@@ -18,6 +18,7 @@ except ModuleNotFoundError as error:  # torch itself missing (not a broken depen
     raise ImportError("dropkit.torch needs PyTorch: pip install 'dropkit[torch]'") from None
 
 from dropkit.torch import functional, timm, torchvision
+from dropkit.torch._revert import revert
 from dropkit.torch.convert import convert
 from dropkit.torch.functional import dropout
 from dropkit.torch.mc import mc_dropout, mc_predict
@@ -55,6 +56,7 @@ __all__ = [
     "functional",
     "mc_dropout",
     "mc_predict",
+    "revert",
     "route_dropout",
     "timm",
     "torchvision",

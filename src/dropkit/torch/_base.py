@@ -15,6 +15,7 @@ Every check comes before the draw, so a rejected call moves nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -23,8 +24,9 @@ from torch import Tensor, nn
 from dropkit._validation import check_probability, check_uint64
 from dropkit.torch import _ops, _placement
 from dropkit.torch._checks import check_inplace, check_seed_and_stream
+from dropkit.torch._function import eager_context
 
-__all__ = ["Apply", "Stochastic", "copy_if", "on_local", "run"]
+__all__ = ["Apply", "Stochastic", "copy_if", "on_local", "run", "traceable"]
 
 Apply = Callable[[int | None, int | Tensor], Tensor]  # (seed, stream) -> output, every check done
 
@@ -44,6 +46,19 @@ def run(
         return input
     check_inplace(input, inplace)
     return apply(seed, stream)
+
+
+def traceable(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``function`` as one node of a ``torch.fx.symbolic_trace`` graph (like torch's dropout functions),
+    drawing its mask when the traced graph runs; an ordinary call otherwise."""
+
+    @functools.wraps(function)
+    def call(input: Tensor, *args, **kwargs) -> Tensor:
+        if isinstance(input, torch.fx.Proxy):
+            return input.tracer.create_proxy("call_function", call, (input, *args), kwargs)
+        return function(input, *args, **kwargs)
+
+    return call
 
 
 def on_local(
@@ -107,12 +122,16 @@ class Stochastic(nn.Module):
         self._calls.fill_(value)
 
     def _stream(self) -> int | Tensor:
-        """This call's stream: a Python int eagerly, a run-time tensor inside a compiled graph."""
-        return self._calls.clone() if torch.compiler.is_compiling() else int(self._calls)
+        """This call's stream: a Python int eagerly, a run-time tensor in a compiled or traced graph."""
+        return int(self._calls) if eager_context() else self._calls.clone()
 
     def _counted(self, output: Tensor) -> Tensor:
         """Count a training call once it has succeeded, so a rejected call moves nothing."""
-        self._calls.add_(1)
+        if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is None:
+            self._calls.add_(1)
+        else:  # torch.func forbids mutating a captured tensor; the counter is state, not data
+            with torch._C._DisableFuncTorch():
+                self._calls.add_(1)
         return output
 
     def _check_p(self) -> None:
@@ -134,6 +153,11 @@ class Stochastic(nn.Module):
 
         ``global_shape``, ``offsets``: ``input`` is that slice of a global tensor (docs/distributed.md).
         """
+        if isinstance(input, torch.fx.Proxy):  # a leaf of torch.fx graphs, as torch's dropout modules are
+            kwargs = {} if global_shape is None else {"global_shape": global_shape, "offsets": offsets}
+            return input.tracer.create_proxy(
+                "call_module", input.tracer.path_of_module(self), (input,), kwargs
+            )
         self._check_p()
         apply = self._plan(input, global_shape, offsets)  # every check first: a rejected input moves nothing
         if not self.training:

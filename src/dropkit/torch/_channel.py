@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from dropkit._validation import check_probability
 from dropkit.layers import channel_mask_shape, inverted_scale
-from dropkit.torch._base import Apply, Stochastic, run
+from dropkit.torch._base import Apply, Stochastic, run, traceable
 from dropkit.torch._checks import check_input
 from dropkit.torch._layers import bernoulli_plan
 from dropkit.torch._placement import place
@@ -44,6 +44,7 @@ def plan_channel(
     return bernoulli_plan(input, p, placed, inverted_scale(p), inplace)
 
 
+@traceable
 def channel_dropout(
     input: Tensor,
     p: float = 0.5,
@@ -81,6 +82,7 @@ def channel_dropout(
     return run(input, p, training, inplace, seed, stream, apply)
 
 
+@traceable
 def dropout1d(
     input: Tensor,
     p: float = 0.5,
@@ -106,6 +108,7 @@ def dropout1d(
     )
 
 
+@traceable
 def dropout2d(
     input: Tensor,
     p: float = 0.5,
@@ -135,6 +138,7 @@ def dropout2d(
     )
 
 
+@traceable
 def dropout3d(
     input: Tensor,
     p: float = 0.5,
@@ -178,7 +182,7 @@ class _ChannelDropout(Stochastic):
         return f"p={self.p}, inplace={self.inplace}{self._seed_repr()}"
 
 
-class Dropout1d(_ChannelDropout):
+class Dropout1d(_ChannelDropout, nn.Dropout1d):
     """torch's ``nn.Dropout1d``: zero whole channels of ``(N, C, L)`` or ``(C, L)``;
     see :func:`dropkit.torch.functional.channel_dropout`.
 
@@ -198,7 +202,7 @@ class Dropout1d(_ChannelDropout):
     spatial_dims = 1
 
 
-class Dropout2d(_ChannelDropout):
+class Dropout2d(_ChannelDropout, nn.Dropout2d):
     """torch's ``nn.Dropout2d``: zero whole channels of ``(N, C, H, W)`` or ``(C, H, W)``.
 
     A 3-D input is the unbatched ``(C, H, W)`` (torch guesses and warns; use :class:`Dropout1d`
@@ -218,7 +222,7 @@ class Dropout2d(_ChannelDropout):
     spatial_dims = 2
 
 
-class Dropout3d(_ChannelDropout):
+class Dropout3d(_ChannelDropout, nn.Dropout3d):
     """torch's ``nn.Dropout3d``: zero whole channels of ``(N, C, D, H, W)`` or ``(C, D, H, W)``.
 
     Args:

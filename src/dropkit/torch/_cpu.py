@@ -16,7 +16,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from dropkit import kernels
 from dropkit.kernels import dropout_apply as _numpy_dropout_apply
+from dropkit.philox import KEEP_NONE, keep_threshold
 
 _HUGE_PAGES_FROM = 1 << 22  # bytes; NumPy asks for huge pages from this size on, and so does dropkit
 _MADV_HUGEPAGE = 14  # <linux/mman.h>
@@ -85,3 +87,35 @@ def dropout_apply(
     """
     kwargs = {"seed": seed, "stream": stream, "scale": scale, "start": start}
     return on_numpy(x, out, lambda array, out_array: _numpy_dropout_apply(array, p, out=out_array, **kwargs))
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def fused(x: torch.Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> torch.Tensor | None:
+    """``x * keep * scale`` by the numba kernel called straight on a contiguous float32/float64 CPU
+    tensor, or None where that path does not apply (the caller takes :func:`dropout_apply`'s).
+
+    The torch face's hot path: every argument was checked at the entry point, so none is checked
+    again, and the output is a plain ``empty_like`` (huge pages only from 4 MiB on).
+    """
+    n = x.numel()
+    if (
+        x.device.type != "cpu"
+        or x.dtype not in _FUSED_DTYPES
+        or not x.is_contiguous()
+        or start + n > 2**64
+        or not kernels.numba_available()
+    ):
+        return None
+    from dropkit.kernels import cpu  # imported by numba_available() already
+
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    if n * x.element_size() >= _HUGE_PAGES_FROM:
+        advise_huge_pages(out)
+    threshold = keep_threshold(p)
+    kernel = cpu.dropout_kernel if n > cpu.SERIAL_MAX else cpu.dropout_kernel_serial
+    integers = (np.uint64(v) for v in (start, threshold, seed, stream))
+    scale = 0.0 if threshold == KEEP_NONE else float(scale)  # p == 1 scales nothing
+    kernel(x.detach().numpy().reshape(-1), out.numpy().reshape(-1), *integers, scale)
+    return out

@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor
+import torch  # noqa: F401 (the doctests use it)
+from torch import Tensor, nn
 
 from dropkit._validation import check_probability
 from dropkit.layers import (
@@ -26,8 +26,9 @@ from dropkit.layers import (
     noise_mask_shape,
 )
 from dropkit.torch import _ops
-from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run
+from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run, traceable
 from dropkit.torch._checks import check_input, to_signed
+from dropkit.torch._function import eager_context
 from dropkit.torch._placement import Placed, place
 
 __all__ = [
@@ -57,9 +58,10 @@ def _bernoulli(
     numbers; a compiled call's run-time seed or counter, or a placed input, takes the keyed ops.
     """
     plain = placed.location is None and placed.mask.local_shape == tuple(input.shape)
-    if plain and not isinstance(stream, Tensor) and not (seed is None and torch.compiler.is_compiling()):
-        seed = _ops.fresh_seed() if seed is None else seed
-        output = _ops.dropout_op(input, p, to_signed(seed), to_signed(stream), scale, 0)
+    if plain and not isinstance(stream, Tensor) and not (seed is None and not eager_context()):
+        drawn = seed is None
+        seed = _ops.fresh_seed() if drawn else seed
+        output = _ops.dropout_op(input, p, to_signed(seed), to_signed(stream), scale, 0, drawn=drawn)
     else:
 
         def op(x: Tensor, key: Tensor) -> Tensor:
@@ -125,6 +127,7 @@ def plan_drop_path(
     return bernoulli_plan(input, p, placed, scale, False)
 
 
+@traceable
 def dropout(
     input: Tensor,
     p: float = 0.5,
@@ -171,6 +174,7 @@ def dropout(
     return run(input, p, training, inplace, seed, stream, apply)
 
 
+@traceable
 def locked_dropout(
     input: Tensor,
     p: float = 0.5,
@@ -201,6 +205,7 @@ def locked_dropout(
     return run(input, p, training, False, seed, stream, apply)
 
 
+@traceable
 def drop_path(
     input: Tensor,
     p: float = 0.0,
@@ -235,7 +240,7 @@ def drop_path(
 # --- modules ----------------------------------------------------------------------------------
 
 
-class Dropout(Stochastic):
+class Dropout(Stochastic, nn.Dropout):
     """Inverted dropout whose mask is the contract's, regenerated in backward instead of stored.
 
     In training ``y = x * m / (1 - p)`` with ``m = keep_mask(x.shape, p, seed=..., stream=...)``;

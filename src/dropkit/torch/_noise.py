@@ -13,12 +13,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from dropkit._validation import check_probability
 from dropkit.noise import alpha_mask_shape, check_gaussian_p
 from dropkit.torch import _ops
-from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run
+from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run, traceable
 from dropkit.torch._checks import check_input
 from dropkit.torch._placement import Placed, place
 
@@ -53,6 +53,7 @@ def plan_gaussian(
     return functools.partial(_gaussian, input, p, place(input, lambda shape: shape, global_shape, offsets))
 
 
+@traceable
 def gaussian_dropout(
     input: Tensor,
     p: float = 0.5,
@@ -115,6 +116,7 @@ def plan_alpha(
     return functools.partial(_alpha, input, p, placed, inplace)
 
 
+@traceable
 def alpha_dropout(
     input: Tensor,
     p: float = 0.5,
@@ -145,6 +147,7 @@ def alpha_dropout(
     return run(input, p, training, inplace, seed, stream, apply)
 
 
+@traceable
 def feature_alpha_dropout(
     input: Tensor,
     p: float = 0.5,
@@ -195,7 +198,7 @@ class GaussianDropout(Stochastic):
         return f"p={self.p}{self._seed_repr()}"
 
 
-class AlphaDropout(Stochastic):
+class AlphaDropout(Stochastic, nn.AlphaDropout):
     """torch's ``nn.AlphaDropout`` for SELU networks; see :func:`dropkit.torch.functional.alpha_dropout`.
 
     Unlike torch's module, ``inplace=True`` is honoured.
@@ -228,7 +231,7 @@ class AlphaDropout(Stochastic):
         return f"p={self.p}, inplace={self.inplace}{self._seed_repr()}"
 
 
-class FeatureAlphaDropout(AlphaDropout):
+class FeatureAlphaDropout(AlphaDropout, nn.FeatureAlphaDropout):
     """torch's ``nn.FeatureAlphaDropout``: alpha dropout of whole channels of ``(N, C, ...)``.
 
     >>> y = FeatureAlphaDropout(0.5, seed=0)(torch.zeros(1, 4, 3))

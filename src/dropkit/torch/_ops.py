@@ -31,8 +31,9 @@ from torch import Tensor
 from dropkit.dropblock import drop_block_keep
 from dropkit.noise import alpha_constants, gaussian_noise
 from dropkit.sharding import Shard
-from dropkit.torch import _launch
+from dropkit.torch import _cpu, _function, _launch
 from dropkit.torch._checks import to_signed, to_unsigned
+from dropkit.torch._function import MaskCall, eager
 
 __all__ = [
     "alpha_dropout_op",
@@ -50,12 +51,7 @@ __all__ = [
     "unpack_key",
 ]
 
-_INT63_LIMIT = 2**63 - 1  # fresh seeds are drawn from [0, 2**63 - 1), torch.randint's int64 range
-
-
-def fresh_seed() -> int:
-    """A 63-bit seed from torch's default CPU generator (``torch.manual_seed`` governs it)."""
-    return int(torch.randint(0, _INT63_LIMIT, (), dtype=torch.int64))
+fresh_seed = _function.draw_seed
 
 
 def unpack_key(key: Tensor) -> tuple[int, int]:
@@ -99,31 +95,91 @@ def _self_adjoint(op) -> None:
 # --- dropout: the fused kernels ----------------------------------------------------------------
 
 
+def _keyed(impl):
+    """A keyed op's body: ``impl(x, seed, stream, *rest)`` with ``(seed, stream)`` from the key tensor."""
+
+    def body(x: Tensor, key: Tensor, *rest):
+        return impl(x, *unpack_key(key), *rest)
+
+    return body
+
+
+def _eager_keyed(custom, impl):
+    """The public form of a keyed self-adjoint op: the eager Function, else the custom op ``custom``.
+
+    A key made by :func:`key_tensor` for ``seed=None`` is marked ``drawn`` (vmap's randomness applies).
+    """
+
+    def op(x: Tensor, key: Tensor, *rest) -> Tensor:
+        if not eager(x):
+            return custom(x, key, *rest)
+        seed, stream = unpack_key(key)
+        drawn = getattr(key, "drawn", False)
+        return _function.apply(MaskCall(impl, None, seed, stream, rest, drawn), x)
+
+    op.__doc__ = custom.__doc__
+    op.custom = custom  # the torch.library op itself (opcheck, tracers)
+    return op
+
+
+def _dropout_impl(x: Tensor, seed: int, stream: int, p: float, scale: float, start: int) -> Tensor:
+    if not x.is_contiguous() and _launch.stride_order(x) == list(range(x.dim() - 1, -1, -1)):
+        x = x.contiguous()  # the output is row-major anyway (an expanded gradient, a slice)
+    start = to_unsigned(start)  # int64 at the op boundary (to_unsigned leaves an unsigned value as it is)
+    out = _cpu.fused(x, p, seed, stream, scale, start)
+    return _launch.apply(x, p, seed, stream, scale, start) if out is None else out
+
+
+def _dropout_sharded_impl(
+    x: Tensor, seed: int, stream: int, p: float, scale: float, global_shape: list[int], offsets: list[int]
+) -> Tensor:
+    shard = Shard(tuple(global_shape), tuple(offsets), tuple(x.shape))
+    if x.numel() == 0:
+        return _launch.empty_dense_like(x)
+    return _launch.apply_shard(x, p, seed, stream, scale, shard)
+
+
 @torch.library.custom_op("dropkit::dropout", mutates_args=())
-def dropout_op(x: Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> Tensor:
+def _dropout_custom(x: Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> Tensor:
     """``x * keep * scale``; ``seed`` and ``stream`` as int64 (see ``_checks.to_signed``)."""
-    return _launch.apply(x, p, to_unsigned(seed), to_unsigned(stream), scale, to_unsigned(start))
+    return _dropout_impl(x, to_unsigned(seed), to_unsigned(stream), p, scale, start)
+
+
+def dropout_op(
+    x: Tensor, p: float, seed: int, stream: int, scale: float, start: int, *, drawn: bool = False
+) -> Tensor:
+    """``x * keep * scale``; ``seed`` and ``stream`` as int64 (see ``_checks.to_signed``); ``drawn``: the
+    seed was drawn for this call (``seed=None``). Eagerly the Function of :mod:`._function`, which calls
+    the kernel directly; else ``dropkit::dropout``."""
+    if not eager(x):
+        return _dropout_custom(x, p, seed, stream, scale, start)
+    call = MaskCall(_dropout_impl, None, to_unsigned(seed), to_unsigned(stream), (p, scale, start), drawn)
+    return _function.apply(call, x)
+
+
+dropout_op.custom = _dropout_custom  # the torch.library op itself (opcheck, tracers)
 
 
 @torch.library.custom_op("dropkit::dropout_keyed", mutates_args=())
-def dropout_keyed_op(x: Tensor, key: Tensor, p: float, scale: float, start: int) -> Tensor:
+def _dropout_keyed_custom(x: Tensor, key: Tensor, p: float, scale: float, start: int) -> Tensor:
     """``dropkit::dropout`` with ``(seed, stream)`` given as an int64 CPU tensor of shape ``(2,)``."""
-    return _launch.apply(x, p, *unpack_key(key), scale, to_unsigned(start))
+    return _keyed(_dropout_impl)(x, key, p, scale, start)
 
 
 @torch.library.custom_op("dropkit::dropout_sharded", mutates_args=())
-def dropout_sharded_op(
+def _dropout_sharded_custom(
     x: Tensor, key: Tensor, p: float, scale: float, global_shape: list[int], offsets: list[int]
 ) -> Tensor:
     """``x * keep * scale`` where ``x`` sits at ``offsets`` in a tensor of ``global_shape``: the shard's
     runs of global indexes, each through the fused kernel."""
-    shard = Shard(tuple(global_shape), tuple(offsets), tuple(x.shape))
-    if x.numel() == 0:
-        return _launch.empty_dense_like(x)
-    return _launch.apply_shard(x, p, *unpack_key(key), scale, shard)
+    return _keyed(_dropout_sharded_impl)(x, key, p, scale, global_shape, offsets)
 
 
-for _op in (dropout_op, dropout_keyed_op, dropout_sharded_op):
+dropout_keyed_op = _eager_keyed(_dropout_keyed_custom, _dropout_impl)
+dropout_sharded_op = _eager_keyed(_dropout_sharded_custom, _dropout_sharded_impl)
+
+
+for _op in (_dropout_custom, _dropout_keyed_custom, _dropout_sharded_custom):
     _fake_like_input(_op)
     _self_adjoint(_op)
 
@@ -146,6 +202,10 @@ def _draw_seed_fake(out: Tensor) -> None:
 def key_tensor(seed: int | None, stream: int | Tensor) -> Tensor:
     """``(seed, stream)`` as the keyed ops' int64 CPU tensor of shape ``(2,)``, both reinterpreted
     signed; ``seed=None`` draws a fresh seed when the (compiled) graph runs."""
+    if seed is None and not isinstance(stream, Tensor) and _function.eager_context():
+        key = torch.tensor([fresh_seed(), to_signed(stream)])
+        key.drawn = True  # the keyed ops' vmap rule honours randomness= for a seed drawn per call
+        return key
     if seed is None:
         seed_t = torch.empty((), dtype=torch.int64)
         draw_seed_op(seed_t)
@@ -213,7 +273,7 @@ def mask_args(mask: Shard) -> tuple[list[int], list[int], list[int]]:
 
 
 @torch.library.custom_op("dropkit::shaped_dropout", mutates_args=())
-def shaped_dropout_op(
+def _shaped_dropout_custom(
     x: Tensor,
     key: Tensor,
     p: float,
@@ -223,9 +283,15 @@ def shaped_dropout_op(
     mask_offsets: list[int],
 ) -> Tensor:
     """``x * keep * scale`` with ``keep`` the mask shard's keep decisions broadcast to ``x``."""
-    seed, stream = unpack_key(key)
+    return _keyed(_shaped_dropout_impl)(x, key, p, scale, mask_shape, mask_global_shape, mask_offsets)
+
+
+def _shaped_dropout_impl(x, seed, stream, p, scale, mask_shape, mask_global_shape, mask_offsets) -> Tensor:
     keep = _mask(mask_shape, mask_global_shape, mask_offsets).keep_mask(p, seed=seed, stream=stream)
     return _scale_kept(x, keep, scale)
+
+
+shaped_dropout_op = _eager_keyed(_shaped_dropout_custom, _shaped_dropout_impl)
 
 
 def bernoulli(x: Tensor, key: Tensor, p: float, scale: float, mask: Shard) -> Tensor:
@@ -239,12 +305,15 @@ def bernoulli(x: Tensor, key: Tensor, p: float, scale: float, mask: Shard) -> Te
 
 
 @torch.library.custom_op("dropkit::gaussian_dropout", mutates_args=())
-def gaussian_dropout_op(
+def _gaussian_dropout_custom(
     x: Tensor, key: Tensor, p: float, global_shape: list[int], offsets: list[int]
 ) -> Tensor:
     """``x * eps``, ``eps`` the slice at ``offsets`` of ``gaussian_noise(global_shape, p, seed, stream)``,
     formed in float32/float64."""
-    seed, stream = unpack_key(key)
+    return _keyed(_gaussian_dropout_impl)(x, key, p, global_shape, offsets)
+
+
+def _gaussian_dropout_impl(x, seed, stream, p, global_shape, offsets) -> Tensor:
     wide = _wide(x.dtype)
     shape = tuple(x.shape)
     sharded = {} if tuple(global_shape) == shape else {"global_shape": global_shape, "offsets": offsets}
@@ -253,11 +322,14 @@ def gaussian_dropout_op(
 
 
 @torch.library.custom_op("dropkit::drop_block2d", mutates_args=())
-def drop_block2d_op(
+def _drop_block2d_custom(
     x: Tensor, key: Tensor, p: float, block_size: int, gamma_scale: float, batchwise: bool
 ) -> Tensor:
     """``x * keep * numel / kept`` with ``keep = drop_block_keep(x.shape, ...)``; zeros if nothing is kept."""
-    seed, stream = unpack_key(key)
+    return _keyed(_drop_block2d_impl)(x, key, p, block_size, gamma_scale, batchwise)
+
+
+def _drop_block2d_impl(x, seed, stream, p, block_size, gamma_scale, batchwise) -> Tensor:
     keep = drop_block_keep(
         tuple(x.shape),
         p,
@@ -271,13 +343,15 @@ def drop_block2d_op(
     return _scale_kept(x, keep, keep.size / kept if kept else 1.0)
 
 
-for _op in (shaped_dropout_op, gaussian_dropout_op, drop_block2d_op):
+for _op in (_shaped_dropout_custom, _gaussian_dropout_custom, _drop_block2d_custom):
     _fake_like_input(_op)
     _self_adjoint(_op)
+gaussian_dropout_op = _eager_keyed(_gaussian_dropout_custom, _gaussian_dropout_impl)
+drop_block2d_op = _eager_keyed(_drop_block2d_custom, _drop_block2d_impl)
 
 
 @torch.library.custom_op("dropkit::alpha_dropout", mutates_args=())
-def alpha_dropout_op(
+def _alpha_dropout_custom(
     x: Tensor,
     key: Tensor,
     p: float,
@@ -286,7 +360,10 @@ def alpha_dropout_op(
     mask_offsets: list[int],
 ) -> Tensor:
     """``keep ? a x + a alpha' p : -a alpha' (1 - p)``, ``keep`` the mask shard's, ``p < 1``."""
-    seed, stream = unpack_key(key)
+    return _keyed(_alpha_dropout_impl)(x, key, p, mask_shape, mask_global_shape, mask_offsets)
+
+
+def _alpha_dropout_impl(x, seed, stream, p, mask_shape, mask_global_shape, mask_offsets) -> Tensor:
     keep = _mask(mask_shape, mask_global_shape, mask_offsets).keep_mask(p, seed=seed, stream=stream)
     wide = _wide(x.dtype)
     a, kept_offset, dropped_value = (_constant(c, wide) for c in alpha_constants(p))
@@ -295,7 +372,7 @@ def alpha_dropout_op(
     return _fill_dropped(out, keep, dropped_value)
 
 
-_fake_like_input(alpha_dropout_op)
+_fake_like_input(_alpha_dropout_custom)
 
 
 def _alpha_setup_context(ctx, inputs, output) -> None:
@@ -311,4 +388,31 @@ def _alpha_backward(ctx, grad: Tensor):
     return bernoulli(grad, key, ctx.p, a, ctx.mask), None, None, None, None, None
 
 
-alpha_dropout_op.register_autograd(_alpha_backward, setup_context=_alpha_setup_context)
+_alpha_dropout_custom.register_autograd(_alpha_backward, setup_context=_alpha_setup_context)
+
+
+def _alpha_derivative(t: Tensor, seed: int, stream: int, p: float, *mask: list[int]) -> Tensor:
+    # dy/dx = keep * a: a Bernoulli mask with scale a, the same keep decisions.
+    key = torch.tensor([to_signed(seed), to_signed(stream)])
+    return bernoulli(t, key, p, float(alpha_constants(p)[0]), _mask(*mask))
+
+
+def alpha_dropout_op(
+    x: Tensor,
+    key: Tensor,
+    p: float,
+    mask_shape: list[int],
+    mask_global_shape: list[int],
+    mask_offsets: list[int],
+) -> Tensor:
+    """Alpha dropout: the eager Function, else ``dropkit::alpha_dropout``."""
+    rest = (p, mask_shape, mask_global_shape, mask_offsets)
+    if not eager(x):
+        return _alpha_dropout_custom(x, key, *rest)
+    call = MaskCall(
+        _alpha_dropout_impl, _alpha_derivative, *unpack_key(key), rest, getattr(key, "drawn", False)
+    )
+    return _function.apply(call, x)
+
+
+alpha_dropout_op.custom = _alpha_dropout_custom

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -223,6 +224,7 @@ def from_local(output: Tensor, input: Tensor, location: Location | None) -> Tens
     )
 
 
+@functools.lru_cache(maxsize=256)  # a Shard checks its geometry when made; layers see few shapes
 def whole(shape: Shape) -> Shard:
     """The shard that is all of a tensor of ``shape``: an unsharded input's mask."""
     return Shard(shape, (0,) * len(shape), shape)
@@ -252,7 +254,8 @@ def place(
     location = locate(input, global_shape, offsets, batched=batched)
     shard = None if location is None else location.shard
     if shard is None:
-        return Placed(location, whole(mask_shape_of(tuple(input.shape))))
+        # int(): under torch.jit.trace the sizes are traced values; a mask shape is fixed per graph
+        return Placed(location, whole(mask_shape_of(tuple(int(n) for n in input.shape))))
     try:
         global_mask = mask_shape_of(shard.global_shape)
     except ValueError as error:

@@ -1,0 +1,138 @@
+"""torch.fx, torch.jit.trace, torch.export, torch.jit.script (via revert) and the torch class family.
+
+Every traced graph must draw a fresh mask per training call, as torch's own dropout does, and an
+explicitly seeded layer's k-th call must draw stream k; masks compared with ``dropkit.keep_mask``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import dropkit  # noqa: E402
+import dropkit.torch as dt  # noqa: E402
+from dropkit.torch import functional as F  # noqa: E402
+
+
+def _expected(shape, p, seed, stream):
+    return torch.from_numpy(dropkit.keep_mask(shape, p, seed=seed, stream=stream)).float() / (1 - p)
+
+
+class Net(nn.Module):
+    def __init__(self, seed=None):
+        super().__init__()
+        self.linear = nn.Linear(4, 16)
+        self.drop = dt.Dropout(0.5, seed=seed)
+
+    def forward(self, x):
+        return F.dropout(self.drop(self.linear(x)), 0.25, self.training)
+
+
+def test_fx_symbolic_trace_keeps_dropkit_layers_as_leaves():
+    graph = torch.fx.symbolic_trace(Net())
+    ops = [(node.op, node.target) for node in graph.graph.nodes]
+    assert ("call_module", "drop") in ops
+    assert ("call_function", F.dropout) in ops
+
+
+def test_fx_traced_training_model_draws_a_fresh_mask_per_call():
+    graph = torch.fx.symbolic_trace(Net())
+    x = torch.ones(3, 4)
+    torch.manual_seed(0)
+    outputs = [graph(x) for _ in range(3)]
+    # 48 independent p = 1/2 decisions per call: two equal outputs has probability about 3 * 2**-48.
+    assert not torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[1], outputs[2])
+
+
+def test_fx_traced_model_in_eval_mode_is_the_identity():
+    model = nn.Sequential(nn.Linear(4, 4), dt.Dropout(0.5), dt.Dropout1d(0.5))
+    graph = torch.fx.symbolic_trace(model).eval()  # training is read when the graph runs
+    x = torch.ones(3, 4, 2).transpose(1, 2)
+    assert torch.equal(graph(x), model[0](x))
+
+
+def test_fx_traced_seeded_layer_advances_its_stream():
+    layer = dt.Dropout(0.5, seed=3)
+    graph = torch.fx.symbolic_trace(nn.Sequential(layer))
+    x = torch.ones(2, 8)
+    for stream in range(3):
+        assert torch.equal(graph(x), _expected((2, 8), 0.5, 3, stream))
+    assert layer.calls == 3
+
+
+def _trace(model, x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return torch.jit.trace(model, x, check_trace=False)
+
+
+def test_jit_trace_draws_a_fresh_mask_per_call_and_follows_manual_seed():
+    model = nn.Sequential(dt.Dropout(0.5))
+    x = torch.ones(4, 16)
+    traced = _trace(model, x)
+    torch.manual_seed(1)
+    first, second = traced(x), traced(x)
+    assert not torch.equal(first, second)  # 64 decisions each: equal with probability 2**-64
+    torch.manual_seed(1)
+    assert torch.equal(traced(x), first)
+
+
+def test_torch_export_draws_a_fresh_mask_per_call():
+    x = torch.ones(4, 16)
+    program = torch.export.export(nn.Sequential(dt.Dropout(0.5)), (x,))
+    module = program.module()
+    assert not torch.equal(module(x), module(x))
+
+
+def test_torch_export_of_a_seeded_layer_shares_and_advances_its_counter():
+    x = torch.ones(2, 8)
+    layer = dt.Dropout(0.5, seed=11)
+    module = torch.export.export(nn.Sequential(layer), (x,)).module()
+    start = layer.calls  # export's trace runs the forward once, and that call counts (docs/torch.md)
+    for stream in range(start, start + 3):
+        assert torch.equal(module(x), _expected((2, 8), 0.5, 11, stream))
+    assert layer.calls == start + 3
+
+
+def test_revert_gives_torch_modules_that_script():
+    model = nn.Sequential(
+        nn.Linear(4, 4), dt.Dropout(0.3, inplace=True, seed=1), dt.Dropout2d(0.2), dt.DropPath(0.1)
+    ).eval()
+    x = torch.randn(2, 3, 1, 4)
+    expected = model(x)
+    reverted = dt.revert(model)
+    assert type(reverted[1]) is nn.Dropout and reverted[1].p == 0.3 and reverted[1].inplace
+    assert type(reverted[2]) is nn.Dropout2d and type(reverted[3]) is nn.Identity
+    assert torch.equal(torch.jit.script(reverted)(x), expected)
+
+
+def test_revert_keeps_training_mode_and_leaves_twinless_training_layers():
+    model = nn.Sequential(dt.AlphaDropout(0.2), dt.LockedDropout(0.2))
+    dt.revert(model)
+    assert type(model[0]) is nn.AlphaDropout and model[0].training
+    assert isinstance(model[1], dt.LockedDropout)
+
+
+TWINS = [
+    (dt.Dropout, nn.Dropout),
+    (dt.Dropout1d, nn.Dropout1d),
+    (dt.Dropout2d, nn.Dropout2d),
+    (dt.Dropout3d, nn.Dropout3d),
+    (dt.AlphaDropout, nn.AlphaDropout),
+    (dt.FeatureAlphaDropout, nn.FeatureAlphaDropout),
+]
+
+
+@pytest.mark.parametrize(("ours", "theirs"), TWINS, ids=[t.__name__ for t, _ in TWINS])
+def test_each_module_is_an_instance_of_the_torch_class_it_replaces(ours, theirs):
+    layer = ours(0.3, seed=2)
+    assert isinstance(layer, theirs)
+    assert repr(layer) == f"{ours.__name__}(p=0.3, inplace=False, seed=2)"
+    assert layer.state_dict() == theirs(0.3).state_dict() == {}
+    clone = pickle.loads(pickle.dumps(layer))
+    assert (clone.p, clone.seed, clone.calls) == (0.3, 2, 0)
