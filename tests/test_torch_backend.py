@@ -16,10 +16,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import dropkit  # noqa: E402
+from dropkit.experiments.torch_backend import TorchBackend, to_torch  # noqa: E402
 from dropkit.experiments.training import NumpyBackend, Seeds, build_mlp  # noqa: E402
 from dropkit.nn import Linear, Sequential  # noqa: E402
 from dropkit.torch import Dropout  # noqa: E402
-from dropkit.torch.training import TorchBackend, to_torch  # noqa: E402
 
 
 def small_mlp(p1=0.5, p2=0.3):
