@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -130,7 +133,7 @@ def test_progress_bar_goes_to_stderr(tmp_path, capsys):
 
 
 def test_default_output_folder_names_the_dataset_backend_and_seeds():
-    assert str(TrainOptions().output_dir()) == "runs/train-digits-seeds0-2"
+    assert str(TrainOptions().output_dir()) == "runs/train-digits-seeds0-4"
     assert str(TrainOptions(seeds=(7,), backend="torch").output_dir()) == "runs/train-digits-torch-seed7"
     assert str(TrainOptions(dataset="mnist", seeds=(1, 5)).output_dir()) == "runs/train-mnist-seeds1_5"
 
@@ -266,3 +269,24 @@ def test_console_entry_point_reports_bad_input_without_traceback():
         == "dropkit train: error: --p1: dropout probability has to be between 0 and 1, but got 2.0\n"
     )
     assert done.stdout == ""
+
+
+def test_ctrl_c_during_training_exits_130_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dropkit", "train", "--epochs", "100000", "--seeds", "0", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    for line in process.stdout:  # the set-up lines are printed before training starts
+        if line.startswith("seeds 0:"):
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.splitlines()[-1] == "dropkit train: interrupted; nothing written"
+    assert "Traceback" not in stderr
+    assert not out.exists()

@@ -73,9 +73,9 @@ class CommonOptions:
     lr: float = 0.1  # SGD learning rate
     batch_size: int | None = None  # default: DATASET_DEFAULTS
     epochs: int | None = None
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     backend: str = "numpy"  # numpy (dropkit.nn) or torch (torch.nn + dropkit.torch.Dropout, CPU)
-    threads: int | None = None  # BLAS / OpenMP threads; default: the libraries' own (every core)
+    threads: int | None = None  # cores to use; default: all of them
     out: str | None = None
 
     command = "train"
@@ -128,7 +128,7 @@ _HELP = {
     "epochs": "passes over the training set (default 10 for fashion-mnist / mnist, 100 for digits)",
     "seeds": "seeds: each one's split, initial weights, batch order and masks, shared by its runs",
     "backend": "numpy (the from-scratch MLP) or torch (the same MLP in torch.nn with dropkit.torch.Dropout)",
-    "threads": "BLAS / OpenMP threads (default: every core)",
+    "threads": "cores to use: a seed's runs train side by side, sharing them (default: every core)",
     "out": "output folder (default runs/<command>-<dataset>[-torch]-seed<seeds>)",
     "p1": "drop probability after the first hidden layer, in [0, 1]",
     "p2": "drop probability after the second hidden layer, in [0, 1]",
@@ -247,15 +247,12 @@ def check_options(options: CommonOptions) -> CommonOptions:
                 f"{name} must be below the {_POOL_BOUND[options.dataset]} training images of "
                 f"{options.dataset}, got {size}"
             )
-    threads = options.threads
-    if threads is not None:
-        cores = os.cpu_count() or 1
-        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cores:
-            raise ValueError(
-                f"--threads must be an integer in [1, {cores}] (this machine's cores), got {threads}"
-            )
-        if importlib.util.find_spec("threadpoolctl") is None:
-            raise ValueError("--threads needs threadpoolctl: pip install 'dropkit[train]'")
+    cores = os.cpu_count() or 1
+    threads = cores if options.threads is None else options.threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cores:
+        raise ValueError(
+            f"--threads must be an integer in [1, {cores}] (this machine's cores), got {threads}"
+        )
     hidden = check_count("--hidden", options.hidden)
     batch_size = check_count(
         "--batch-size", defaults.batch_size if options.batch_size is None else options.batch_size
@@ -282,5 +279,6 @@ def check_options(options: CommonOptions) -> CommonOptions:
         val_size=val_size,
         train_size=train_size,
         seeds=seeds,
+        threads=threads,
         **changes,
     )

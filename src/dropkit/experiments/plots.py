@@ -58,8 +58,8 @@ def _difference(ax: Axes, epochs: np.ndarray, a: np.ndarray, b: np.ndarray, name
         ax.fill_between(epochs, low, high, color="gray", alpha=0.3, lw=0, label="95% interval")
     ax.legend(loc="best", fontsize="small")
     last = diffs[-1]
-    interval = "" if a.shape[0] < 2 else f" [{last.low * scale:+.2f}, {last.high * scale:+.2f}]"
-    return f"Δ {name}, dropout − none: {last.mean * scale:+.2f}{interval} at the last epoch"
+    interval = "" if a.shape[0] < 2 else f", 95% interval [{last.low * scale:+.2f}, {last.high * scale:+.2f}]"
+    return f"Δ {name} (dropout − none) per epoch\nlast epoch: {last.mean * scale:+.2f}{interval}"
 
 
 def learning_curves_png(results: Mapping[int, Mapping[str, RunResult]], title: str, last_k: int) -> bytes:
@@ -83,6 +83,15 @@ def learning_curves_png(results: Mapping[int, Mapping[str, RunResult]], title: s
     loss_ax.set(ylabel="cross-entropy (dropout off)", yscale="log", title=f"loss ({band})")
     for ax in (acc_ax, loss_ax):
         ax.legend(loc="best", fontsize="small")
+    # The first epochs' climb would squash the part of the curves that differs: start the axis below
+    # the lowest mean curve of the last four fifths of training.
+    later = slice(len(epochs) // 5, None)
+    lowest = min(
+        _curves(results, key, field)[:, later].mean(axis=0).min()
+        for key in first
+        for field in ("val_acc", "train_acc")
+    )
+    acc_ax.set_ylim(bottom=max(0.0, 100 * lowest - 3))
     val_acc = {key: _curves(results, key, "val_acc") for key in first}
     val_loss = {key: _curves(results, key, "val_loss") for key in first}
     dacc_ax.set(

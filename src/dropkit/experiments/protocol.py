@@ -15,8 +15,10 @@ import contextlib
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -139,11 +141,8 @@ def prepare(options: CommonOptions, *, progress: bool | None = None) -> Prepared
 
 
 @contextlib.contextmanager
-def thread_limit(threads: int | None, backend: str) -> Iterator[None]:
+def thread_limit(threads: int, backend: str) -> Iterator[None]:
     """BLAS and OpenMP (and torch's operators, for the torch backend) on ``threads`` threads."""
-    if threads is None:
-        yield
-        return
     from threadpoolctl import threadpool_limits
 
     with contextlib.ExitStack() as stack:
@@ -172,6 +171,25 @@ def make_backend(options: CommonOptions, data: Dataset, config: Config, seeds: S
     return NumpyBackend(model, options.lr)
 
 
+def workers_and_blas_threads(threads: int, runs: int) -> tuple[int, int]:
+    """How ``threads`` cores are shared by the ``runs`` of a seed: runs trained side by side, and BLAS
+    threads for each.
+
+    One BLAS thread per run, with the runs side by side, beats two BLAS threads per run one after
+    the other: the runs never wait for each other, where BLAS's threads meet after every product
+    and, on a machine busy with other work, spin waiting for a core (docs/train.md, "Speed").
+
+    >>> workers_and_blas_threads(2, 2), workers_and_blas_threads(16, 2), workers_and_blas_threads(2, 6)
+    ((2, 1), (2, 8), (2, 1))
+    """
+    workers = max(1, min(threads, runs))
+    return workers, max(1, threads // workers)
+
+
+class _Stopped(Exception):
+    """Raised in a worker at its next batch once the command is interrupted."""
+
+
 AfterSeed = Callable[[int, Splits, dict[str, RunResult], dict[str, Backend], float], Sequence[str]]
 
 
@@ -185,53 +203,68 @@ def run_seeds(
 ) -> dict[int, dict[str, RunResult]]:
     """Train every config for every seed; returns ``results[seed][config.key]``.
 
-    ``after_seed(seed, splits, results, backends, seconds)`` runs after each seed's last run, with
-    the backends at their best epochs; the lines it returns are printed to ``out``. A progress
+    A seed's runs train side by side on ``options.threads`` cores (:func:`workers_and_blas_threads`);
+    each run is a pure function of its seed and config, so the numbers do not depend on how many
+    run at once. ``after_seed(seed, splits, results, backends, seconds)`` runs after each seed,
+    with the backends at their best epochs; the lines it returns are printed to ``out``. A progress
     bar counts batches on stderr (``progress=None``: on a terminal only).
     """
     from tqdm import tqdm  # imported here: only training needs it
 
     options, data = prepared.options, prepared.data
     batches = math.ceil(options.train_size / options.batch_size)
+    workers, blas_threads = workers_and_blas_threads(options.threads, len(configs))
+    stop = threading.Event()
     results: dict[int, dict[str, RunResult]] = {}
     with (
-        thread_limit(options.threads, options.backend),
+        thread_limit(blas_threads, options.backend),
         tqdm(
             total=len(options.seeds) * len(configs) * options.epochs * batches,
             unit="batch",
             leave=False,
             disable=None if progress is None else not progress,
         ) as bar,
+        ThreadPoolExecutor(workers) as pool,
     ):
-        for seed in options.seeds:
-            started = time.perf_counter()
-            seeds = Seeds.from_seed(seed)
-            splits = data.split(seeds.split, val_size=options.val_size, train_size=options.train_size)
+
+        def on_batch(epoch: int, loss: float) -> None:
+            if stop.is_set():
+                raise _Stopped
+            bar.update(1)
+
+        def train(seed: int, seeds: Seeds, splits: Splits, config: Config) -> tuple[RunResult, Backend]:
+            backend = make_backend(options, data, config, seeds)
             n_eval = prepared.train_eval_size
-            results[seed], backends = {}, {}
-            for config in configs:
-                bar.set_description(f"seed {seed}, {config.label}")
-                backend = make_backend(options, data, config, seeds)
-                fitted = fit(
-                    backend,
-                    (splits.x_train, splits.y_train),
-                    (splits.x_val, splits.y_val),
-                    train_eval=(splits.x_train[:n_eval], splits.y_train[:n_eval]),
-                    epochs=options.epochs,
-                    batch_size=options.batch_size,
-                    order_seed=seeds.order,
-                    on_batch=lambda epoch, loss: bar.update(1),
-                    on_epoch=lambda m: bar.set_postfix_str(f"epoch {m.epoch}, val acc {m.val_acc:.4f}"),
-                )
-                test_loss, test_acc = evaluate(backend, splits.x_test, splits.y_test)
-                results[seed][config.key] = RunResult(
-                    seed, config, fitted.history, fitted.best_epoch, test_loss, test_acc
-                )
-                backends[config.key] = backend
-            if after_seed is not None:
-                lines = after_seed(seed, splits, results[seed], backends, time.perf_counter() - started)
-                for line in lines:
-                    bar.write(line, file=out)
+            fitted = fit(
+                backend,
+                (splits.x_train, splits.y_train),
+                (splits.x_val, splits.y_val),
+                train_eval=(splits.x_train[:n_eval], splits.y_train[:n_eval]),
+                epochs=options.epochs,
+                batch_size=options.batch_size,
+                order_seed=seeds.order,
+                on_batch=on_batch,
+            )
+            test_loss, test_acc = evaluate(backend, splits.x_test, splits.y_test)
+            return RunResult(seed, config, fitted.history, fitted.best_epoch, test_loss, test_acc), backend
+
+        try:
+            for seed in options.seeds:
+                started = time.perf_counter()
+                bar.set_description(f"seed {seed}")
+                seeds = Seeds.from_seed(seed)
+                splits = data.split(seeds.split, val_size=options.val_size, train_size=options.train_size)
+                futures = [pool.submit(train, seed, seeds, splits, config) for config in configs]
+                done = [future.result() for future in futures]
+                results[seed] = {config.key: run for config, (run, _) in zip(configs, done, strict=True)}
+                backends = {config.key: backend for config, (_, backend) in zip(configs, done, strict=True)}
+                if after_seed is not None:
+                    lines = after_seed(seed, splits, results[seed], backends, time.perf_counter() - started)
+                    for line in lines:
+                        bar.write(line, file=out)
+        except BaseException:
+            stop.set()  # the workers stop at their next batch; the pool then joins them
+            raise
     return results
 
 

@@ -51,8 +51,7 @@ def describe_setup(prepared: Prepared, command: str, shared_by: str) -> list[str
         f"measured with dropout off, after every epoch: validation loss and accuracy on the validation "
         f"images, train loss and accuracy on a fixed {prepared.train_eval_size} of the training images",
         f"seeds {' '.join(map(str, options.seeds))}: {shared_by} share the seed's split, initial weights "
-        f"and batch order; backend {_BACKENDS[options.backend]}, threads: "
-        f"{'every core' if options.threads is None else options.threads}",
+        f"and batch order; backend {_BACKENDS[options.backend]}, {options.threads} thread(s)",
     ]
     return lines
 
