@@ -47,19 +47,19 @@ def _band(ax: Axes, epochs: np.ndarray, values: np.ndarray, color: str, label: s
         ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color, alpha=0.18, lw=0)
 
 
-def _difference(ax: Axes, epochs: np.ndarray, a: np.ndarray, b: np.ndarray, name: str, scale: float) -> str:
+def _difference(ax: Axes, epochs: np.ndarray, a: np.ndarray, b: np.ndarray, name: str) -> str:
     """Per-epoch paired difference ``a - b`` with its 95 % interval as a band; returns its title."""
     diffs = [paired_difference(a[:, i], b[:, i]) for i in range(a.shape[1])]
-    mean = np.array([d.mean for d in diffs]) * scale
     ax.axhline(0, color="gray", lw=1)
-    ax.plot(epochs, mean, color="black", label="mean over seeds")
-    if a.shape[0] > 1:
-        low, high = (np.array([getattr(d, f) for d in diffs]) * scale for f in ("low", "high"))
-        ax.fill_between(epochs, low, high, color="gray", alpha=0.3, lw=0, label="95% interval")
-    ax.legend(loc="best", fontsize="small")
+    ax.plot(epochs, [d.mean for d in diffs], color="black")
     last = diffs[-1]
-    interval = "" if a.shape[0] < 2 else f", 95% interval [{last.low * scale:+.2f}, {last.high * scale:+.2f}]"
-    return f"Δ {name} (dropout − none) per epoch\nlast epoch: {last.mean * scale:+.2f}{interval}"
+    if a.shape[0] < 2:
+        return f"Δ {name}, dropout − none (one seed)\nlast epoch {last.mean:+.2f}"
+    ax.fill_between(epochs, [d.low for d in diffs], [d.high for d in diffs], color="gray", alpha=0.3, lw=0)
+    return (
+        f"Δ {name}, dropout − none: mean over seeds\n"
+        f"last epoch {last.mean:+.2f} [{last.low:+.2f}, {last.high:+.2f}]; band: 95% interval"
+    )
 
 
 def learning_curves_png(results: Mapping[int, Mapping[str, RunResult]], title: str, last_k: int) -> bytes:
@@ -81,8 +81,8 @@ def learning_curves_png(results: Mapping[int, Mapping[str, RunResult]], title: s
     band = f"lines: mean of {n} seeds; bands: min to max" if n > 1 else "one seed"
     acc_ax.set(ylabel="accuracy, % (dropout off)", title=f"accuracy ({band})")
     loss_ax.set(ylabel="cross-entropy (dropout off)", yscale="log", title=f"loss ({band})")
-    for ax in (acc_ax, loss_ax):
-        ax.legend(loc="best", fontsize="small")
+    handles, labels = acc_ax.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=4, fontsize="small")
     # The first epochs' climb would squash the part of the curves that differs: start the axis below
     # the lowest mean curve of the last four fifths of training.
     later = slice(len(epochs) // 5, None)
@@ -97,13 +97,11 @@ def learning_curves_png(results: Mapping[int, Mapping[str, RunResult]], title: s
     dacc_ax.set(
         xlabel="epoch",
         ylabel="points",
-        title=_difference(
-            dacc_ax, epochs, val_acc["dropout"] * 100, val_acc["no_dropout"] * 100, "val acc", 1
-        ),
+        title=_difference(dacc_ax, epochs, val_acc["dropout"] * 100, val_acc["no_dropout"] * 100, "val acc"),
     )
     dloss_ax.set(
         xlabel="epoch",
-        title=_difference(dloss_ax, epochs, val_loss["dropout"], val_loss["no_dropout"], "val loss", 1),
+        title=_difference(dloss_ax, epochs, val_loss["dropout"], val_loss["no_dropout"], "val loss"),
     )
     for ax in (acc_ax, loss_ax, dacc_ax, dloss_ax):
         ax.grid(alpha=0.3)
@@ -158,7 +156,7 @@ def reliability_png(panels: Sequence[tuple[str, tuple[ReliabilityBins, Calibrati
         bottom.bar(left[filled], stats.counts[filled], width=width[filled], align="edge", color="gray")
         for x, w, count in zip(left[filled], width[filled], stats.counts[filled], strict=True):
             bottom.text(x + w / 2, count, f"{count}", ha="center", va="bottom", fontsize=6, rotation=90)
-        bottom.set(xlabel="confidence (max probability)", yscale="log", ylim=(0.8, stats.counts.max() * 8))
+        bottom.set(xlabel="confidence (max probability)", yscale="log", ylim=(0.8, stats.counts.max() * 40))
         if column == 0:
             top.set_ylabel("accuracy")
             bottom.set_ylabel("predictions")

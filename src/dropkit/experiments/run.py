@@ -44,6 +44,7 @@ from dropkit.experiments.report import (
     run_command,
     verdicts,
 )
+from dropkit.experiments.sources import IDX_FILES, locate
 from dropkit.experiments.stats import paired_difference, spread
 from dropkit.experiments.training import Backend, predict_logits
 from dropkit.mc import ECE_BINS, Calibration, ReliabilityBins, mc_predictive_mean, reliability_bins, summarize
@@ -200,6 +201,15 @@ def run_experiment(
     results = run_seeds(prepared, configs, out=out, progress=progress, after_seed=after_seed)
     experiment = Experiment(prepared, results, calibration)
     _print_summary(experiment, out)
+    if prepared.data.name == "digits":
+        try:
+            where = f"found in {locate('fashion-mnist')[IDX_FILES[0]].parent}"
+        except FileNotFoundError:
+            where = "get it with `sudo apt-get install dataset-fashion-mnist`, or add --download"
+        print(
+            f"\nthe texts' experiment is on Fashion-MNIST ({where}): dropkit train --dataset fashion-mnist",
+            file=out,
+        )
     return experiment
 
 
@@ -294,7 +304,11 @@ def render(experiment: Experiment) -> dict[str, bytes]:
                 for key in CALIBRATION_LABELS
             ],
             f"reliability on the {data.name} test set ({ECE_BINS} bins; "
-            f"{len(experiment.calibration)} seed(s) pooled)",
+            + (
+                f"{len(experiment.calibration)} seeds pooled)"
+                if len(experiment.calibration) > 1
+                else "one seed)"
+            ),
         )
     metrics = json.dumps(without_nan(experiment.metrics), indent=2, allow_nan=False)
     files["metrics.json"] = (metrics + "\n").encode()
