@@ -55,7 +55,8 @@ def run_sweep(
     summary = summarize(results, options.ps)
     n = len(options.seeds)
     print(
-        f"\nacross {n} seed(s): mean ± sd; test evaluated once per run, at its best validation epoch",
+        f"\nacross {n} seed{'s' * (n > 1)}: mean ± sd; test evaluated once per run, "
+        f"at its best validation epoch",
         file=out,
     )
     header = ["p", f"val acc (last {LAST_K})", "test acc", f"val loss (last {LAST_K})", "acc gap"]
