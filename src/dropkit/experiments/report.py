@@ -70,7 +70,7 @@ def verdicts(values: Callable[[str, str], list[float]], n: int) -> list[str]:
     lines = []
     for metric, what in (
         ("last_val_acc", f"validation accuracy (mean of the last {LAST_K} epochs)"),
-        ("final_val_loss", "validation loss (final epoch)"),
+        ("last_val_loss", f"validation loss (mean of the last {LAST_K} epochs)"),
         ("acc_gap", "train - validation accuracy gap (final epoch)"),
         ("test_acc", "test accuracy (once, at the best validation epoch)"),
     ):

@@ -17,6 +17,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -133,15 +134,20 @@ def _split_sizes(prepared: Prepared) -> dict[str, int]:
     }
 
 
+SHOWN_EPOCHS = 20  # a longer run prints every k-th epoch, so about this many rows (epochs.csv has all)
+
+
 def _epoch_table(runs: dict[str, RunResult]) -> list[str]:
-    """Both runs' epochs side by side, the dropout run first."""
+    """Both runs' epochs side by side, the dropout run first (every k-th epoch of a long run)."""
     dropout, plain = runs["dropout"].history, runs["no_dropout"].history
+    every = math.ceil(len(dropout) / SHOWN_EPOCHS)
     columns = ["train loss", "train acc", "val loss", "val acc"]
     rows = [
         [str(a.epoch)]
         + [f"{v:.4f}" for v in (a.train_loss, a.train_acc, a.val_loss, a.val_acc)]
         + [f"{v:.4f}" for v in (b.train_loss, b.train_acc, b.val_loss, b.val_acc)]
         for a, b in zip(dropout, plain, strict=True)
+        if a.epoch % every == 0 or a.epoch == 1
     ]
     header = ["epoch", *columns, *columns]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -196,7 +202,14 @@ def run_experiment(
             f"{run.config.label}: epoch {run.best_epoch} (test acc {run.test_acc:.4f})"
             for run in runs.values()
         )
-        return ["", f"seed {seed} ({seconds:.1f} s)", *_epoch_table(runs), f"best validation epoch: {best}"]
+        every = math.ceil(options.epochs / SHOWN_EPOCHS)
+        shown = "" if every == 1 else f"; one epoch in {every} shown, all of them in epochs.csv"
+        return [
+            "",
+            f"seed {seed} ({seconds:.1f} s{shown})",
+            *_epoch_table(runs),
+            f"best validation epoch: {best}",
+        ]
 
     results = run_seeds(prepared, configs, out=out, progress=progress, after_seed=after_seed)
     experiment = Experiment(prepared, results, calibration)
