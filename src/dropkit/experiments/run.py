@@ -85,7 +85,7 @@ class Experiment:
         """Options (paths left out), data, every seed's runs, the comparison across seeds, MC dropout."""
         options = self.prepared.options
         config = asdict(options)
-        del config["out"], config["data_dir"]  # where files live is not a result
+        del config["out"], config["data_dir"], config["threads"]  # where files live, cores: not results
         summary = {
             metric: {
                 "dropout": spread(self.values("dropout", metric)).as_dict(),

@@ -163,11 +163,7 @@ def find_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
 def ways_to_get(name: str) -> str:
     """How to get ``name``'s files, for error messages: the apt package, ``--download``, ``--data-dir``."""
     source = SOURCES[name]
-    apt = (
-        f"`sudo apt-get install {source.apt_package}` (Debian, Ubuntu), or "
-        if source.apt_package
-        else "(no Debian package ships it) "
-    )
+    apt = f"`sudo apt-get install {source.apt_package}` (Debian, Ubuntu), or " if source.apt_package else ""
     return (
         f"get it with {apt}`--download` (from {source.url}, SHA-256 checked, into {cache_dir(name)}), "
         f"or `--data-dir DIR` with {', '.join(f + '[.gz]' for f in IDX_FILES)}"

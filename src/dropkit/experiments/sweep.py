@@ -118,7 +118,7 @@ def render(results: dict[int, dict[str, RunResult]], prepared: Prepared) -> dict
         f"{options.hidden}-{options.hidden}, {options.epochs} epochs, SGD lr {options.lr:g}, seeds {seeds} "
         f"(mean ± sd)"
     )
-    config = {k: v for k, v in vars(options).items() if k not in ("out", "data_dir")}
+    config = {k: v for k, v in vars(options).items() if k not in ("out", "data_dir", "threads")}
     document = {
         "config": {**config, "ps": list(options.ps), "seeds": list(options.seeds)},
         "data": {**data.describe(), "train_size": options.train_size, "val_size": options.val_size},
