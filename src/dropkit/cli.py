@@ -52,9 +52,9 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``dropkit`` parser with its ``trace``, ``train`` and ``bench`` subcommands."""
+    """The ``dropkit`` parser with its ``trace``, ``train``, ``sweep`` and ``bench`` subcommands."""
     from dropkit.bench import add_arguments as add_bench_arguments
-    from dropkit.experiments.run import add_arguments  # light: heavy imports wait inside the command
+    from dropkit.experiments.options import SweepOptions, TrainOptions, add_arguments  # light imports
 
     parser = _Parser(prog="dropkit", description="Dropout done right.")
     parser.add_argument("--version", action="version", version=f"dropkit {__version__}")
@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="train the dropout MLP with and without dropout, then MC dropout"
     )
-    add_arguments(train)
+    add_arguments(train, TrainOptions)
+    sweep = commands.add_parser("sweep", help="train the dropout MLP for several drop probabilities p")
+    add_arguments(sweep, SweepOptions)
     bench = commands.add_parser("bench", help="time dropout against torch, NumPy and a pass over memory")
     add_bench_arguments(bench)
     parser.subcommands.update(trace=trace, train=train, bench=bench)
@@ -101,6 +103,10 @@ def _run(argv: list[str] | None) -> int:
         from dropkit.experiments.run import main as train
 
         return train(args)
+    if args.command == "sweep":
+        from dropkit.experiments.sweep import main as sweep
+
+        return sweep(args)
     if args.command == "bench":
         from dropkit.bench import main as bench
 

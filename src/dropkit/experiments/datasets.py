@@ -1,13 +1,18 @@
 """Datasets for ``dropkit train``: scikit-learn's bundled digits, and (Fashion-)MNIST from IDX files.
 
-Every loader returns images scaled to [0, 1] as float32 ``(N, H, W)`` and integer labels ``(N,)``.
-Nothing is downloaded: digits ships with scikit-learn, and the IDX files are read from a directory
-the user fills (the error message says from where).
+Every loader returns a :class:`Dataset`: a *pool* of training images and a fixed *test* set, pixels
+scaled to [0, 1] as float32 ``(N, H, W)``, integer labels ``(N,)``. :meth:`Dataset.split` then
+draws, with a seed, the validation images out of the pool and the training images out of the rest,
+so the test set is never looked at before the end.
+
+Where (Fashion-)MNIST files are found and how they are downloaded and checked:
+:mod:`~dropkit.experiments.sources`.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import struct
 import zlib
@@ -16,11 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dropkit.experiments.sources import IDX_FILES, SOURCES, cache_dir, locate
+
 __all__ = [
     "DATASETS",
-    "DIGITS_TRAIN_SIZE",
-    "IDX_FILES",
+    "DIGITS_TEST_SIZE",
+    "IMAGE_FEATURES",
     "Dataset",
+    "Splits",
     "load_dataset",
     "load_digits",
     "load_idx_dataset",
@@ -28,64 +36,83 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "fashion-mnist", "mnist")
-# A small training split is what makes overfitting visible on 1,797 images; the rest validates.
-DIGITS_TRAIN_SIZE = 150
-# Standard file names; each may also be gzipped (name + ".gz").
-IDX_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-IDX_SOURCES = {
-    "fashion-mnist": "https://github.com/zalandoresearch/fashion-mnist#get-the-data",
-    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/ (a mirror of yann.lecun.com/exdb/mnist)",
-}
+IMAGE_FEATURES = {"digits": 64, "fashion-mnist": 784, "mnist": 784}  # pixels per image, for size checks
+# Digits has no official test split: a fixed third of it (the same for every seed) is the test set.
+DIGITS_TEST_SIZE = 597
+_DIGITS_TEST_SEED = 2014
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "the IDX file format"); data is big-endian.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """A train/validation split: ``x_*`` float32 ``(N, H, W)`` in [0, 1], ``y_*`` int64 ``(N,)``."""
+class Splits:
+    """One seed's train / validation split of the pool, plus the fixed test set (float32, int64)."""
 
-    name: str
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A pool of training images and a test set: ``x_*`` float32 ``(N, H, W)`` in [0, 1], ``y_*`` int64.
+
+    ``source`` says where the images came from; ``verified`` whether every file matched the
+    published SHA-256 (None where no checksum is published, as for digits).
+    """
+
+    name: str
+    x_pool: np.ndarray
+    y_pool: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
     classes: int
-    val_source: str  # where the validation images come from, for reports
+    source: str
+    test_source: str
+    verified: bool | None = None
+
+    def split(self, seed: int, *, val_size: int, train_size: int) -> Splits:
+        """A seeded permutation of the pool: its first ``val_size`` images validate, the next
+        ``train_size`` train (so a smaller ``train_size`` is a subset of a larger one)."""
+        pool = len(self.y_pool)
+        if not (0 < val_size < pool and 0 < train_size <= pool - val_size):
+            raise ValueError(
+                f"val_size + train_size must fit in the pool of {pool} images, got {val_size} + {train_size}"
+            )
+        order = np.random.default_rng(seed).permutation(pool)
+        val, train = np.sort(order[:val_size]), order[val_size : val_size + train_size]
+        x, y = self.x_pool, self.y_pool
+        return Splits(x[train], y[train], x[val], y[val], self.x_test, self.y_test)
 
     def describe(self) -> dict[str, object]:
-        """Name, image shape, class count, split sizes and validation source, JSON-ready (no pixels)."""
+        """Name, image shape, classes, pool and test sizes and where they came from (no pixels)."""
         return {
             "dataset": self.name,
-            "image_shape": list(self.x_train.shape[1:]),
+            "image_shape": list(self.x_pool.shape[1:]),
             "classes": self.classes,
-            "train_size": len(self.y_train),
-            "val_size": len(self.y_val),
-            "val_source": self.val_source,
+            "pool_size": len(self.y_pool),
+            "test_size": len(self.y_test),
+            "source": self.source,
+            "test_source": self.test_source,
+            "sha256_verified": self.verified,
         }
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file, raw or gzipped (detected from its first bytes), as a native-endian array.
+def _decode(path: Path, data: bytes) -> bytes:
+    """The IDX bytes of a file's content, gunzipped if it starts with gzip's magic number."""
+    if data[:2] != _GZIP_MAGIC:
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"{path}: not a valid gzip file ({error})") from None
 
-    Layout: two zero bytes, a type code (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32,
-    0x0E float64), the number of dimensions ``d``, ``d`` big-endian uint32 sizes, then the data,
-    big-endian, row-major. MNIST's images start ``00 00 08 03``, its labels ``00 00 08 01``.
 
-    Raises ``ValueError`` naming the file for a wrong magic number or a size that does not match.
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
-            raise ValueError(f"{path}: not a valid gzip file ({error})") from None
+def _parse_idx(path: Path, data: bytes) -> np.ndarray:
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES:
         magic = data[:4].hex() or "empty"
         raise ValueError(
@@ -105,52 +132,72 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def _find_idx(data_dir: Path, name: str) -> Path | None:
-    for candidate in (data_dir / name, data_dir / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one IDX file, raw or gzipped (detected from its first bytes), as a native-endian array.
 
+    Layout: two zero bytes, a type code (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32,
+    0x0E float64), the number of dimensions ``d``, ``d`` big-endian uint32 sizes, then the data,
+    big-endian, row-major. MNIST's images start ``00 00 08 03``, its labels ``00 00 08 01``.
 
-def _images_and_labels(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(
-            f"{images_path}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}"
-        )
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"{labels_path}: expected {images.shape[0]} labels (one per image), got shape {labels.shape}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-        raise ValueError(
-            f"{labels_path}: expected non-negative integer class labels, got {labels.dtype} values"
-        )
-    return (images / np.float32(255)).astype(np.float32), labels.astype(np.int64)
-
-
-def load_idx_dataset(name: str, data_dir: str | Path) -> Dataset:
-    """(Fashion-)MNIST from the four standard IDX files in ``data_dir``; t10k is the validation set.
-
-    Raises ``FileNotFoundError`` with one message naming every expected file and where to get them.
+    Raises ``ValueError`` naming the file for a wrong magic number or a size that does not match.
     """
-    data_dir = Path(data_dir)
-    found = {file: _find_idx(data_dir, file) for file in IDX_FILES}
-    missing = [file for file, path in found.items() if path is None]
-    if missing:
-        raise FileNotFoundError(
-            f"dataset {name!r} needs {', '.join(f + '[.gz]' for f in IDX_FILES)} in {data_dir}; "
-            f"missing: {', '.join(missing)}; get them from {IDX_SOURCES.get(name, 'the dataset authors')}"
-        )
-    paths = [found[file] for file in IDX_FILES]
-    x_train, y_train = _images_and_labels(paths[0], paths[1])
-    x_val, y_val = _images_and_labels(paths[2], paths[3])
-    if x_train.shape[1:] != x_val.shape[1:]:
+    path = Path(path)
+    return _parse_idx(path, _decode(path, path.read_bytes()))
+
+
+def _images_and_labels(images: tuple[Path, np.ndarray], labels: tuple[Path, np.ndarray]):
+    (images_path, pixels), (labels_path, classes) = images, labels
+    if pixels.ndim != 3 or pixels.dtype != np.uint8:
         raise ValueError(
-            f"{data_dir}: train images are {x_train.shape[1:]} but t10k images are {x_val.shape[1:]}"
+            f"{images_path}: expected uint8 images of shape (N, H, W), got {pixels.dtype} {pixels.shape}"
         )
-    classes = int(max(y_train.max(initial=0), y_val.max(initial=0))) + 1
-    return Dataset(name, x_train, y_train, x_val, y_val, classes, "t10k (test) files")
+    if classes.ndim != 1 or classes.shape[0] != pixels.shape[0]:
+        raise ValueError(
+            f"{labels_path}: expected {pixels.shape[0]} labels (one per image), got shape {classes.shape}"
+        )
+    if not np.issubdtype(classes.dtype, np.integer) or (classes.size and classes.min() < 0):
+        raise ValueError(
+            f"{labels_path}: expected non-negative integer class labels, got {classes.dtype} values"
+        )
+    return (pixels / np.float32(255)).astype(np.float32), classes.astype(np.int64)
+
+
+def load_idx_dataset(name: str, paths: dict[str, Path]) -> Dataset:
+    """(Fashion-)MNIST from its four IDX files (``paths`` maps each name of ``IDX_FILES`` to a file):
+    the 60,000 train images are the pool, the 10,000 t10k images the test set.
+
+    Each file is checked against the published SHA-256 of the download, or, where the file was
+    recompressed (Debian's copies are), of its decompressed content; ``Dataset.verified`` says
+    whether all four matched.
+    """
+    source = SOURCES.get(name)
+    arrays, verified = {}, source is not None
+    for file in IDX_FILES:
+        path = paths[file]
+        content = path.read_bytes()
+        data = _decode(path, content)
+        if source is not None:
+            verified &= source.matches(file, content, data, hashlib.sha256)
+        arrays[file] = (path, _parse_idx(path, data))
+    x_pool, y_pool = _images_and_labels(arrays[IDX_FILES[0]], arrays[IDX_FILES[1]])
+    x_test, y_test = _images_and_labels(arrays[IDX_FILES[2]], arrays[IDX_FILES[3]])
+    directory = paths[IDX_FILES[0]].parent
+    if x_pool.shape[1:] != x_test.shape[1:]:
+        raise ValueError(
+            f"{directory}: train images are {x_pool.shape[1:]} but t10k images are {x_test.shape[1:]}"
+        )
+    classes = int(max(y_pool.max(initial=0), y_test.max(initial=0))) + 1
+    return Dataset(
+        name,
+        x_pool,
+        y_pool,
+        x_test,
+        y_test,
+        classes,
+        str(directory),
+        "t10k files",
+        verified if source is not None else None,
+    )
 
 
 def _digits_pixels_and_labels() -> tuple[np.ndarray, np.ndarray]:
@@ -172,25 +219,48 @@ def _digits_pixels_and_labels() -> tuple[np.ndarray, np.ndarray]:
     return bunch.images, bunch.target.astype(np.int64)
 
 
-def load_digits(seed: int, train_size: int = DIGITS_TRAIN_SIZE) -> Dataset:
-    """scikit-learn's 1,797 8x8 digits, pixels 0..16 scaled to [0, 1], split at random by ``seed``.
-
-    The first ``train_size`` images of a seeded permutation train; the rest validate.
-    """
+def load_digits() -> Dataset:
+    """scikit-learn's 1,797 8x8 digits, pixels 0..16 scaled to [0, 1]: a fixed random 597 of them
+    (``default_rng(2014)``, the same for every seed) are the test set, the other 1,200 the pool."""
     pixels, labels = _digits_pixels_and_labels()
     images = (pixels / 16.0).astype(np.float32)
-    if not 0 < train_size < len(labels):
-        raise ValueError(f"train_size must be in [1, {len(labels) - 1}], got {train_size}")
-    order = np.random.default_rng(seed).permutation(len(labels))
-    train, val = order[:train_size], order[train_size:]
-    return Dataset("digits", images[train], labels[train], images[val], labels[val], 10, "random split")
+    order = np.random.default_rng(_DIGITS_TEST_SEED).permutation(len(labels))
+    test, pool = np.sort(order[:DIGITS_TEST_SIZE]), np.sort(order[DIGITS_TEST_SIZE:])
+    return Dataset(
+        "digits",
+        images[pool],
+        labels[pool],
+        images[test],
+        labels[test],
+        10,
+        "scikit-learn's digits",
+        f"a fixed {DIGITS_TEST_SIZE} of the 1797 digits",
+    )
 
 
-def load_dataset(name: str, *, seed: int, data_dir: str | Path | None = None) -> Dataset:
-    """Load ``name`` (one of ``DATASETS``); ``seed`` splits digits, ``data_dir`` holds IDX files
-    (default ``data/<name>``)."""
+def load_dataset(
+    name: str, *, data_dir: str | Path | None = None, download: bool = False, progress: bool | None = None
+) -> tuple[Dataset, list[Path]]:
+    """Load ``name`` (one of ``DATASETS``) and return it with the files downloaded for it (often none).
+
+    (Fashion-)MNIST is read from ``data_dir``, else from the first folder of the search order
+    (:mod:`~dropkit.experiments.sources`). With ``download``, files not found are fetched first: into
+    ``data_dir`` if given, else into dropkit's cache.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name == "digits":
-        return load_digits(seed)
-    return load_idx_dataset(name, Path("data", name) if data_dir is None else data_dir)
+        return load_digits(), []
+    written: list[Path] = []
+    if download:
+        from dropkit.experiments.download import download as fetch
+
+        if data_dir is not None:
+            written = fetch(name, data_dir, progress=progress)
+        else:
+            try:
+                locate(name)
+            except FileNotFoundError:
+                written = fetch(name, cache_dir(name), progress=progress)
+                data_dir = cache_dir(name)
+    return load_idx_dataset(name, locate(name, data_dir)), written

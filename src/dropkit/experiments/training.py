@@ -1,16 +1,17 @@
 """The training loop of ``dropkit train``, independent of the array backend.
 
 The loop owns the data, the batch order and the metrics; a *backend* owns the model. A backend
-is anything with two methods (see :class:`Backend`): one SGD step on a batch, and a forward pass
-that returns logits as a NumPy array, with dropout on or off. :class:`NumpyBackend` wraps the
-from-scratch MLP of :mod:`dropkit.nn`; a PyTorch backend only has to provide the same two methods.
+is anything with the four methods of :class:`Backend`: one SGD step on a batch, a forward pass
+that returns logits as a NumPy array (dropout on or off), and a copy and restore of its weights
+(to come back to the best validation epoch). :class:`NumpyBackend` wraps the from-scratch MLP of
+:mod:`dropkit.nn`; :mod:`dropkit.experiments.torch_backend` is the same model in ``torch.nn``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,28 +23,28 @@ __all__ = [
     "EVAL_CHUNK",
     "Backend",
     "EpochMetrics",
+    "FitResult",
     "NumpyBackend",
-    "RunSummary",
     "Seeds",
     "build_mlp",
     "evaluate",
     "fit",
     "predict_logits",
-    "summarize_run",
 ]
 
 EVAL_CHUNK = 2048  # rows per forward pass when evaluating, to bound memory on 60,000 images
+Arrays = tuple[np.ndarray, np.ndarray]  # images (N, ...) and labels (N,)
 
 
 @dataclass(frozen=True)
 class Seeds:
-    """Every random choice of an experiment, derived from one user seed by NumPy's ``SeedSequence``.
+    """Every random choice of one seed's runs, derived from the user's seed by NumPy's ``SeedSequence``.
 
     >>> Seeds.from_seed(0) == Seeds.from_seed(0)
     True
     """
 
-    split: int  # the digits train/validation split
+    split: int  # the validation / training split of the pool
     init: int  # the initial weights
     order: int  # the batch order, epoch after epoch
     dropout: tuple[int, int]  # the two Dropout layers' Philox seeds
@@ -98,6 +99,14 @@ class Backend(Protocol):
         """A forward pass without any update; ``dropout=True`` draws fresh masks (MC dropout)."""
         ...
 
+    def state(self) -> Any:
+        """A copy of the weights, for :meth:`load_state`."""
+        ...
+
+    def load_state(self, state: Any) -> None:
+        """Put back weights copied by :meth:`state`."""
+        ...
+
 
 class NumpyBackend:
     """The NumPy MLP of :mod:`dropkit.nn` with softmax cross-entropy and plain SGD."""
@@ -108,15 +117,28 @@ class NumpyBackend:
         self.optimizer = SGD(model.parameters(), lr=lr)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One SGD step on ``(x, y)`` in training mode; returns the batch's mean loss."""
+        """One SGD step on ``(x, y)`` in training mode; returns the batch's mean loss.
+
+        The gradient with respect to the images is never formed: the first layer's ``dL/dx``,
+        a (batch x 784) product as large as its weight gradient, has no use.
+        """
         loss = self.loss(self.model.train()(x), y)
-        self.model.backward(self.loss.backward())
+        self.model.backward(self.loss.backward(), input_grad=False)
         self.optimizer.step()
         return loss
 
     def logits(self, x: np.ndarray, *, dropout: bool = False) -> np.ndarray:
         """The model's ``(N, classes)`` logits; ``dropout=True`` keeps the Dropout layers on (MC dropout)."""
         return self.model.train(dropout)(x)
+
+    def state(self) -> list[np.ndarray]:
+        """Copies of every parameter's value, in ``model.parameters()`` order."""
+        return [param.value.copy() for param in self.model.parameters()]
+
+    def load_state(self, state: list[np.ndarray]) -> None:
+        """Copy ``state`` back into the parameters, in place."""
+        for param, value in zip(self.model.parameters(), state, strict=True):
+            param.value[...] = value
 
 
 def predict_logits(backend: Backend, x: np.ndarray, *, dropout: bool = False) -> np.ndarray:
@@ -134,7 +156,7 @@ def evaluate(backend: Backend, x: np.ndarray, y: np.ndarray) -> tuple[float, flo
 
 @dataclass(frozen=True)
 class EpochMetrics:
-    """Loss and accuracy after one epoch; train numbers are measured in inference mode too."""
+    """Loss and accuracy after one epoch, all measured in inference mode (dropout off)."""
 
     epoch: int
     train_loss: float
@@ -147,32 +169,44 @@ class EpochMetrics:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class FitResult:
+    """The per-epoch history and the epoch with the best validation accuracy (the first, on a tie)."""
+
+    history: list[EpochMetrics]
+    best_epoch: int
+
+
 def fit(
     backend: Backend,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
+    train: Arrays,
+    val: Arrays,
     *,
+    train_eval: Arrays,
     epochs: int,
     batch_size: int,
     order_seed: int,
     on_batch: Callable[[int, float], None] | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
-) -> list[EpochMetrics]:
-    """Train for ``epochs`` passes over the training set in minibatches, then evaluate each epoch.
+) -> FitResult:
+    """Train ``epochs`` passes over ``train`` in minibatches, evaluating each; end at the best epoch.
 
     The batch order is a fresh permutation per epoch from ``default_rng(order_seed)``, so two runs
     with the same ``order_seed`` see the same batches. The last batch of an epoch may be smaller.
-    After each epoch the train *and* validation sets are evaluated with dropout off: the train
-    numbers are what the model does on the data it saw, which is what makes the gap honest.
+    After each epoch ``train_eval`` (training images, or a fixed sample of them) and ``val`` are
+    evaluated with dropout off: what the model does on images it trained on and on others, measured
+    the same way, is what makes the gap honest. When training ends the backend holds the weights of
+    the epoch with the best validation accuracy, so what is evaluated next (the test set) is the
+    model validation chose.
 
     Args:
         on_batch: called as ``on_batch(epoch, batch_loss)`` after every step.
         on_epoch: called with each epoch's metrics.
     """
+    x_train, y_train = train
     order_rng = np.random.default_rng(order_seed)
-    history = []
+    history: list[EpochMetrics] = []
+    best, best_state = 0, None
     for epoch in range(1, epochs + 1):
         order = order_rng.permutation(len(y_train))
         for start in range(0, len(order), batch_size):
@@ -180,31 +214,12 @@ def fit(
             loss = backend.train_step(x_train[batch], y_train[batch])
             if on_batch is not None:
                 on_batch(epoch, loss)
-        metrics = EpochMetrics(epoch, *evaluate(backend, x_train, y_train), *evaluate(backend, x_val, y_val))
+        metrics = EpochMetrics(epoch, *evaluate(backend, *train_eval), *evaluate(backend, *val))
         history.append(metrics)
+        if best == 0 or metrics.val_acc > history[best - 1].val_acc:
+            best, best_state = epoch, (None if epoch == epochs else backend.state())
         if on_epoch is not None:
             on_epoch(metrics)
-    return history
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """The generalization gap after the last epoch, and the best validation accuracy seen."""
-
-    acc_gap: float  # train acc - val acc
-    loss_gap: float  # val loss - train loss
-    best_val_acc: float
-    best_epoch: int  # the first epoch that reached it
-
-    def as_dict(self) -> dict[str, float]:
-        """The fields as a plain dict."""
-        return asdict(self)
-
-
-def summarize_run(history: list[EpochMetrics]) -> RunSummary:
-    """Gaps of the last epoch and the (first) best validation accuracy of ``history``."""
-    last = history[-1]
-    best = max(history, key=lambda m: (m.val_acc, -m.epoch))
-    return RunSummary(
-        last.train_acc - last.val_acc, last.val_loss - last.train_loss, best.val_acc, best.epoch
-    )
+    if best_state is not None:
+        backend.load_state(best_state)
+    return FitResult(history, best)

@@ -1,13 +1,18 @@
-"""The PyTorch backend of ``dropkit train``: the NumPy MLP's twin, layer for layer.
+"""The PyTorch backend of ``dropkit train --backend torch``: the NumPy MLP's twin, layer for layer.
 
 :func:`to_torch` turns a :class:`dropkit.nn.Sequential` into a ``torch.nn.Sequential`` with the same
 weights (``nn.Linear`` stores ``W.T``), the same dropout seeds and call counts
 (:class:`dropkit.torch.Dropout`), so the torch run starts where the NumPy run starts and draws the
 very same masks batch for batch; :class:`TorchBackend` trains it with ``torch.optim.SGD`` and
 softmax cross-entropy, the loss and update of :class:`dropkit.experiments.training.NumpyBackend`.
+
+This module imports torch; :mod:`dropkit.experiments` imports it only when the torch backend is asked for.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -17,7 +22,7 @@ import dropkit.layers
 import dropkit.nn
 from dropkit.torch.modules import Dropout
 
-__all__ = ["TorchBackend", "to_torch"]
+__all__ = ["TorchBackend", "thread_limit", "to_torch"]
 
 
 def _convert(layer: object) -> nn.Module:
@@ -82,3 +87,25 @@ class TorchBackend:
         self.model.train(dropout)
         with torch.no_grad():
             return self.model(torch.from_numpy(x)).numpy()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """A copy of the model's ``state_dict``."""
+        return {key: value.detach().clone() for key, value in self.model.state_dict().items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load weights copied by :meth:`state`."""
+        self.model.load_state_dict(state)
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int | None) -> Iterator[None]:
+    """Run torch's CPU operators on ``threads`` threads inside the block (``None``: leave them)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

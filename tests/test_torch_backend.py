@@ -16,10 +16,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import dropkit  # noqa: E402
+from dropkit.experiments.torch_backend import TorchBackend, to_torch  # noqa: E402
 from dropkit.experiments.training import NumpyBackend, Seeds, build_mlp  # noqa: E402
 from dropkit.nn import Linear, Sequential  # noqa: E402
 from dropkit.torch import Dropout  # noqa: E402
-from dropkit.torch.training import TorchBackend, to_torch  # noqa: E402
 
 
 def small_mlp(p1=0.5, p2=0.3):
@@ -83,39 +83,48 @@ def test_unsupported_layers_are_refused_by_name():
         to_torch(model)
 
 
-def test_dropkit_train_backend_torch_reproduces_the_numpy_experiment(tmp_path):
-    from dropkit.experiments.run import TrainOptions, prepare, render, run_experiment
+def test_state_round_trips_the_weights():
+    backend = TorchBackend.from_numpy(small_mlp(), lr=0.1)
+    saved, (x, y) = backend.state(), batches(1)[0]
+    before = backend.logits(x)
+    backend.train_step(x, y)
+    assert not np.array_equal(backend.logits(x), before)
+    backend.load_state(saved)
+    np.testing.assert_array_equal(backend.logits(x), before)
 
-    metrics = {}
+
+def test_dropkit_train_backend_torch_reproduces_the_numpy_experiment(tmp_path):
+    from dropkit.experiments import TrainOptions, prepare, run_experiment
+
+    metrics, reports = {}, {}
     for backend in ("numpy", "torch"):
-        options = TrainOptions(hidden=16, epochs=2, batch_size=128, mc_samples=2, backend=backend)
+        options = TrainOptions(hidden=16, epochs=2, mc_samples=2, seeds=(0,), backend=backend, threads=1)
         prepared = prepare(dataclasses.replace(options, out=str(tmp_path / backend)))
-        experiment = run_experiment(prepared, out=io.StringIO(), progress=False)
-        metrics[backend] = experiment.metrics
-        assert set(render(experiment)) == {
-            "learning_curves.png",
-            "reliability.png",
-            "metrics.json",
-            "epochs.csv",
-        }
+        report = io.StringIO()
+        experiment = run_experiment(prepared, out=report, progress=False)
+        metrics[backend], reports[backend] = experiment.metrics, report.getvalue()
+    assert "backend torch (torch.nn + dropkit.torch.Dropout, CPU), 1 thread(s)" in reports["torch"]
+    assert "backend numpy (dropkit.nn)" in reports["numpy"]
     numpy_run, torch_run = metrics["numpy"], metrics["torch"]
     assert torch_run["config"] == {**numpy_run["config"], "backend": "torch"}
     for key in ("dropout", "no_dropout"):
-        for ours, theirs in zip(
-            torch_run["runs"][key]["epochs"], numpy_run["runs"][key]["epochs"], strict=True
-        ):
+        ours, theirs = torch_run["seeds"]["0"][key], numpy_run["seeds"]["0"][key]
+        for a, b in zip(ours["epochs"], theirs["epochs"], strict=True):
             # Same masks and batches; float32 rounding differs, so a borderline image may flip (1/N each).
-            assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-3)
-            assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-3)
-            assert ours["val_acc"] == pytest.approx(theirs["val_acc"], abs=0.01)
-    assert torch_run["mc"]["dropout_mc"]["accuracy"] == pytest.approx(
-        numpy_run["mc"]["dropout_mc"]["accuracy"], abs=0.01
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
+            assert a["val_acc"] == pytest.approx(b["val_acc"], abs=0.01)
+        assert ours["test_acc"] == pytest.approx(theirs["test_acc"], abs=0.01)
+    mc = [run["mc"]["per_seed"]["0"]["dropout_mc"]["accuracy"] for run in (torch_run, numpy_run)]
+    assert mc[0] == pytest.approx(mc[1], abs=0.01)
+
+
+def test_the_torch_runs_default_folder_is_not_the_numpy_one():
+    from dropkit.experiments import TrainOptions
+
+    numpy_dir = TrainOptions(dataset="fashion-mnist").output_dir()
+    torch_dir = TrainOptions(dataset="fashion-mnist", backend="torch").output_dir()
+    assert (str(numpy_dir), str(torch_dir)) == (
+        "runs/train-fashion-mnist-seeds0-4",
+        "runs/train-fashion-mnist-torch-seeds0-4",
     )
-
-
-def test_dropkit_train_rejects_an_unknown_backend(tmp_path, capsys):
-    from dropkit.cli import main
-
-    assert main(["train", "--backend", "jax", "--out", str(tmp_path / "out")]) == 2
-    assert "--backend 'jax' is unknown; choose one of numpy, torch" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
