@@ -11,6 +11,7 @@ import torch.
 from __future__ import annotations
 
 from dropkit.torch import functional
+from dropkit.torch._attention import ScaledDotProductAttention
 from dropkit.torch._variant_modules import (
     AlphaDropout,
     DropBlock2d,
@@ -40,6 +41,7 @@ __all__ = [
     "FeatureAlphaDropout",
     "GaussianDropout",
     "LockedDropout",
+    "ScaledDotProductAttention",
     "WeightDrop",
     "dropout",
     "functional",

@@ -163,3 +163,8 @@ __all__ += [
     "gaussian_dropout",
     "locked_dropout",
 ]
+
+# Attention dropout builds on the seed checks above, so it is imported last too.
+from dropkit.torch._attention import scaled_dot_product_attention  # noqa: E402
+
+__all__ += ["scaled_dot_product_attention"]
