@@ -148,7 +148,7 @@ def _dropout_matrix(shape: Shape, p: float, seed: int, stream: int, shard: Shard
 def _reduce_to(grad: np.ndarray, shape: Shape, group: int) -> np.ndarray:
     """Sum a gradient over grouped heads and broadcast batch dims, back to an input's ``shape``."""
     if group > 1:
-        grad = grad.reshape(*grad.shape[:-3], grad.shape[-3] // group, group, *grad.shape[-2:]).sum(-4)
+        grad = grad.reshape(*grad.shape[:-3], grad.shape[-3] // group, group, *grad.shape[-2:]).sum(-3)
     grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
     dims = tuple(d for d, n in enumerate(shape) if n == 1 and grad.shape[d] != 1)
     return grad.sum(axis=dims, keepdims=True) if dims else grad
