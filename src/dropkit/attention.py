@@ -52,7 +52,7 @@ def _check_inputs(q: Any, k: Any, v: Any) -> tuple[np.ndarray, np.ndarray, np.nd
     if v.shape[:-1] != k.shape[:-1]:
         raise ValueError(f"v must have k's shape up to its last dim {k.shape[:-1]}, got {v.shape}")
     group = 1
-    if q.ndim >= 3 and k.ndim >= 3 and k.shape[-3] not in (1, q.shape[-3]):
+    if q.ndim >= 3 and k.ndim >= 3 and k.shape[-3] not in (1, q.shape[-3]) and q.shape[-3] != 1:
         if q.shape[-3] % k.shape[-3]:
             raise ValueError(
                 f"q's {q.shape[-3]} heads must be a multiple of k's {k.shape[-3]} (grouped-query attention)"
