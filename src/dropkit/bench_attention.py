@@ -1,0 +1,272 @@
+"""Attention-dropout benchmark on the CPU: time and peak memory, dropkit against torch's two SDPA paths.
+
+For ``B = 2, H = 8, E = 64``, ``L = S`` in ``lengths``, ``dropout_p = 0.1``, each dtype and each method:
+
+- **dropkit**: ``dropkit.torch.functional.scaled_dot_product_attention`` (tiles, mask regenerated);
+- **torch dropout (math)**: ``torch.nn.functional.scaled_dot_product_attention(..., dropout_p=0.1)``,
+  which on CPU falls back to the math path that materializes the ``B·H·L·S`` probabilities and mask;
+- **torch flash, no dropout**: the same call at ``dropout_p = 0``, torch's fused CPU flash kernel: the
+  memory floor any attention pays.
+
+Every (method, length, dtype, phase) runs in a fresh process: a warm-up at ``L = 64``, then one call at
+full size whose peak resident memory above the process's memory just before it (Linux ``VmHWM`` after
+resetting it through ``/proc/self/clear_refs``) is the *peak*, then ``repeats`` timed calls (median). The
+phases are the forward (with autograd recording, as in training) and forward+backward. Every process
+uses the same number of torch and numba threads; the load average is recorded beside each row, since
+a shared machine slows every method, not only one.
+
+Nothing heavy is imported at module level, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "goals", "main", "measure", "run_benchmarks", "table"]
+
+BATCH, HEADS, FEATURES, P = 2, 8, 64, 0.1
+DEFAULT_LENGTHS = (512, 1024, 2048, 4096)
+DEFAULT_DTYPES = ("float32", "bfloat16")
+METHODS = ("dropkit", "torch dropout (math)", "torch flash, no dropout")
+PHASES = ("forward", "forward+backward")
+GOAL_LENGTH = 2048
+WARM_UP_LENGTH = 64
+
+
+def _status_kib(field: str) -> int:
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+def _call(method: str):
+    """``f(q, k, v)`` of ``method``, imported in the worker only."""
+    import torch
+
+    if method == "dropkit":
+        from dropkit.torch.functional import scaled_dot_product_attention
+
+        return lambda q, k, v: scaled_dot_product_attention(q, k, v, dropout_p=P, seed=0)
+    if method == "torch dropout (math)":
+        return lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=P)
+    return lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def measure(method: str, length: int, dtype: str, phase: str, repeats: int, threads: int) -> dict[str, Any]:
+    """One configuration in this process: ``{"ms": median, "peak_mib": ..., "load": ...}``."""
+    import gc
+
+    import torch
+
+    torch.set_num_threads(threads)
+    attend = _call(method)
+
+    def inputs(n: int):
+        generator = torch.Generator().manual_seed(0)
+        shape = (BATCH, HEADS, n, FEATURES)
+        return [
+            torch.randn(shape, generator=generator).to(getattr(torch, dtype)).requires_grad_()
+            for _ in range(3)
+        ]
+
+    def step(q, k, v, grad):
+        y = attend(q, k, v)
+        if phase == "forward+backward":
+            y.backward(grad)
+            for x in (q, k, v):
+                x.grad = None
+
+    small = inputs(WARM_UP_LENGTH)
+    step(*small, torch.ones_like(small[0]))
+    q, k, v = inputs(length)
+    grad = torch.ones_like(q)
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set, to VmRSS
+    base = _status_kib("VmRSS")
+    step(q, k, v, grad)
+    peak = _status_kib("VmHWM") - base
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step(q, k, v, grad)
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"ms": statistics.median(times), "peak_mib": peak / 1024}
+
+
+def _run_worker(config: dict[str, Any], threads: int, timeout: float) -> dict[str, Any]:
+    """:func:`measure` in a fresh interpreter; a timeout or crash becomes a note instead of numbers."""
+    env = {**os.environ, "NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "dropkit.bench_attention", "--worker", json.dumps(config)]
+    load = os.getloadavg()[0]
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"ms": None, "peak_mib": None, "load": load, "note": f"over {timeout:g} s"}
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"ms": None, "peak_mib": None, "load": load, "note": f"failed: {last[:120]}"}
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "load": max(load, os.getloadavg()[0])}
+
+
+def run_benchmarks(
+    lengths, dtypes, *, repeats: int, threads: int, timeout: float, progress=None
+) -> list[dict[str, Any]]:
+    """Every configuration, each in its own process: a list of rows."""
+    rows = []
+    for dtype in dtypes:
+        for length in lengths:
+            for method in METHODS:
+                for phase in PHASES:
+                    config = {
+                        "method": method, "length": length, "dtype": dtype, "phase": phase,
+                        "repeats": repeats, "threads": threads,
+                    }  # fmt: skip
+                    row = {**config, **_run_worker(config, threads, timeout)}
+                    rows.append(row)
+                    if progress is not None:
+                        progress(_line(row))
+    return rows
+
+
+def _line(row: dict[str, Any]) -> str:
+    numbers = row.get("note") or f"{row['ms']:.1f} ms, peak {row['peak_mib']:.0f} MiB"
+    where = f"{row['dtype']} L={row['length']} {row['method']}, {row['phase']}"
+    return f"{where}: {numbers} (load {row['load']:.1f})"
+
+
+def _find(rows, method, length, dtype, phase):
+    for row in rows:
+        if (row["method"], row["length"], row["dtype"], row["phase"]) == (method, length, dtype, phase):
+            return row
+    return None
+
+
+def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 16's goals at ``L = 2048`` (and linear memory up to the longest length), per dtype."""
+    found = []
+    for dtype in sorted({row["dtype"] for row in rows}):
+        phase = "forward+backward"
+        ours = _find(rows, "dropkit", GOAL_LENGTH, dtype, phase)
+        math_path = _find(rows, "torch dropout (math)", GOAL_LENGTH, dtype, phase)
+        flash = _find(rows, "torch flash, no dropout", GOAL_LENGTH, dtype, phase)
+        checks = []
+        if ours and flash and ours["peak_mib"] and flash["peak_mib"]:
+            checks.append(
+                ("peak ≤ 1.5 × torch flash (no dropout)", ours["peak_mib"] / flash["peak_mib"], 1.5)
+            )
+        if ours and math_path and ours["peak_mib"] and math_path["peak_mib"]:
+            checks.append(("peak ≤ ¼ × torch dropout (math)", ours["peak_mib"] / math_path["peak_mib"], 0.25))
+        if ours and math_path and ours["ms"] and math_path["ms"]:
+            checks.append(("time ≤ torch dropout (math)", ours["ms"] / math_path["ms"], 1.0))
+        measured = sorted(
+            (row["length"], row["peak_mib"])
+            for row in rows
+            if (row["method"], row["dtype"], row["phase"]) == ("dropkit", dtype, phase) and row["peak_mib"]
+        )
+        if len(measured) >= 2:  # the two longest: small lengths are dominated by fixed costs
+            (l0, m0), (l1, m1) = measured[-2:]
+            # Linear growth multiplies the peak by l1 / l0, quadratic by its square; the bar is halfway.
+            checks.append((f"peak linear in L ({l0} → {l1}: ≤ (L ratio)^1.5)", m1 / m0, (l1 / l0) ** 1.5))
+        for goal, value, bound in checks:
+            found.append(
+                {"dtype": dtype, "goal": goal, "measured": value, "bound": bound, "met": value <= bound}
+            )
+    return found
+
+
+def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """The rows as a table: time and peak for each method and phase, with ratios to torch's math path."""
+    header = ["dtype", "L", "method", "phase", "ms", "peak MiB", "time ÷ math", "peak ÷ math", "load"]
+    body = []
+    for row in rows:
+        math_row = _find(rows, "torch dropout (math)", row["length"], row["dtype"], row["phase"])
+
+        def ratio(key, row=row, math_row=math_row):
+            if not (math_row and row[key] and math_row[key]):
+                return ""
+            return f"{row[key] / math_row[key]:.2f}"
+
+        peak = "" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}"
+        ms = row.get("note") or f"{row['ms']:.1f}"
+        load = f"{row['load']:.1f}"
+        where = [row["dtype"], str(row["length"]), row["method"], row["phase"]]
+        body.append([*where, ms, peak, ratio("ms"), ratio("peak_mib"), load])
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        lines += ["", "| goal | dtype | measured | bound | met |", "|---|---|---|---|---|"]
+        for g in goals(rows):
+            met = "met" if g["met"] else "missed"
+            lines.append(f"| {g['goal']} | {g['dtype']} | {g['measured']:.2f} | {g['bound']:.2f} | {met} |")
+        return "\n".join(lines)
+    widths = [max(len(cells[i]) for cells in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) for cells in [header, *body]]
+    lines += [
+        f"{'met' if g['met'] else 'MISSED'}: {g['dtype']} {g['goal']}: {g['measured']:.2f}"
+        for g in goals(rows)
+    ]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options (``benchmarks/attention.py``)."""
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), metavar="L")
+    parser.add_argument(
+        "--dtypes", nargs="+", default=list(DEFAULT_DTYPES), choices=["float32", "bfloat16", "float16"]
+    )
+    parser.add_argument("--repeats", type=int, default=3, metavar="N", help="timed calls after the peak call")
+    parser.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch and numba threads (default 1)"
+    )
+    parser.add_argument("--timeout", type=float, default=900.0, metavar="S", help="seconds per configuration")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows and goals as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run every configuration, print the table, write the files asked for."""
+    from dropkit._validation import check_count
+
+    try:
+        for name in ("repeats", "threads"):
+            check_count(f"--{name}", getattr(args, name))
+        for length in args.lengths:
+            check_count("--lengths", length)
+    except ValueError as error:
+        print(f"attention benchmark: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        rows = run_benchmarks(
+            args.lengths, args.dtypes, repeats=args.repeats, threads=args.threads, timeout=args.timeout,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print("attention benchmark: interrupted", file=sys.stderr)
+        return 130
+    print(table(rows))
+    try:
+        if args.json:
+            Path(args.json).write_text(json.dumps({"rows": rows, "goals": goals(rows)}, indent=2) + "\n")
+        if args.markdown:
+            Path(args.markdown).write_text(table(rows, markdown=True) + "\n")
+    except OSError as error:
+        print(f"attention benchmark: error: cannot write the results: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        config = json.loads(sys.argv[2])
+        print(json.dumps(measure(**config)))
+    else:
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        add_arguments(parser)
+        sys.exit(main(parser.parse_args()))
