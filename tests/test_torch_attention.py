@@ -151,12 +151,23 @@ def test_p_zero_equals_torch(dtype, causal):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_low_precision_follows_the_float64_reference(dtype, small_tiles):
-    q, k, v = (randn(2, 2, 8, 4, seed=i) for i in range(3))
-    expected = reference(q, k, v, p=0.2, seed=3)
-    y = sdpa(q.to(dtype), k.to(dtype), v.to(dtype), dropout_p=0.2, seed=3)
+    # Grouped heads: in half precision dK and dV are summed in float32 one key head at a time.
+    q, k, v, dy = (
+        randn(2, 4, 8, 4, seed=0),
+        randn(2, 2, 9, 4, seed=1),
+        randn(2, 2, 9, 4, seed=2),
+        randn(2, 4, 8, 4),
+    )
+    q, k, v, dy = (x.to(dtype).double() for x in (q, k, v, dy))  # the reference sees the rounded inputs
+    expected = [reference(q, k, v, p=0.2, seed=3), *reference(q, k, v, dy, p=0.2, seed=3)]
+    inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+    y = sdpa(*inputs, dropout_p=0.2, seed=3, enable_gqa=True)
+    y.backward(dy.to(dtype))
     assert y.dtype == dtype
+    # float32 sums rounded once to the dtype: half a unit in its last place, on values of O(1).
     tolerance = {torch.float32: 1e-6, torch.bfloat16: 2e-2, torch.float16: 3e-3}[dtype]
-    torch.testing.assert_close(y.double(), expected, rtol=tolerance, atol=tolerance)
+    for ours, theirs in zip([y, *(x.grad for x in inputs)], expected, strict=True):
+        torch.testing.assert_close(ours.double(), theirs, rtol=tolerance, atol=tolerance)
 
 
 def test_p_one_gives_zeros_and_zero_gradients():

@@ -68,11 +68,9 @@ class _Geometry:
         return Shard(self.global_shape, offsets, (1,) * len(index) + (rows, n))
 
 
-def _scores(
-    geometry: _Geometry, qt: Tensor, kt: Tensor, bias: Tensor | None, r0: int, scale: float
-) -> Tensor:
-    """``Q Kᵀ · scale + bias`` for one tile, with -inf where the mask or causality hides a key."""
-    scores = torch.mm(qt, kt.t()).mul_(scale)
+def _scores(geometry: _Geometry, qs: Tensor, kt: Tensor, bias: Tensor | None, r0: int) -> Tensor:
+    """``(Q · scale) Kᵀ + bias`` for one tile, with -inf where the mask or causality hides a key."""
+    scores = torch.mm(qs, kt.t())
     rows, n = scores.shape
     if bias is not None:
         tile = bias[r0 : r0 + rows, :n]
@@ -87,11 +85,11 @@ def _scores(
     return scores
 
 
-def _drop_(tile: Tensor, p: float, seed: int, stream: int, shard: Shard) -> Tensor:
-    """``tile * keep * (1 / (1 - p))`` in place, ``keep`` the contract's mask of the tile's shard."""
-    array = tile.numpy().reshape(shard.local_shape)
-    shard.dropout_apply(array, p, seed=seed, stream=stream, scale=inverted_scale(p), out=array)
-    return tile
+def _drop(tile: Tensor, out: Tensor, p: float, seed: int, stream: int, shard: Shard) -> Tensor:
+    """``out = tile * keep * (1 / (1 - p))``, ``keep`` the contract's mask of the tile's shard."""
+    array, out_array = (x.numpy().reshape(shard.local_shape) for x in (tile, out))
+    shard.dropout_apply(array, p, seed=seed, stream=stream, scale=inverted_scale(p), out=out_array)
+    return out
 
 
 def forward(
@@ -126,7 +124,7 @@ def forward(
                 oh[r0:r1].zero_()
                 lh[r0:r1].fill_(-math.inf)
                 continue
-            scores = _scores(geometry, qh[r0:r1].to(wide), kh[:n], bh, r0, scale)
+            scores = _scores(geometry, qh[r0:r1].to(wide) * scale, kh[:n], bh, r0)
             top = scores.amax(dim=1, keepdim=True)
             top.masked_fill_(top == -math.inf, 0.0)  # a row with no visible key: P = 0, as torch
             P = scores.sub_(top).exp_()
@@ -134,7 +132,7 @@ def forward(
             lh[r0:r1] = (top + total.log()).squeeze(1)
             P.div_(total.masked_fill_(total == 0, 1.0))
             if p > 0.0:
-                _drop_(P, p, seed, stream, geometry.shard(index, r0, r1 - r0, n))
+                _drop(P, P, p, seed, stream, geometry.shard(index, r0, r1 - r0, n))
             oh[r0:r1] = torch.mm(P, vh[:n])
     return out, lse
 
@@ -160,38 +158,73 @@ def backward(
     geometry = _Geometry(q, k, causal, global_shape, offsets)
     wide = _wide(q.dtype)
     dq = torch.empty(q.shape, dtype=q.dtype)
-    dk, dv = torch.zeros(k.shape, dtype=wide), torch.zeros(v.shape, dtype=wide)
+    dk, dv = _KeyGradient(k, wide), _KeyGradient(v, wide)
     full = (*geometry.lead, geometry.L, geometry.S)
     dbias = _BiasGradient(bias, full, wide) if bias_grad else None
     bias = None if bias is None else bias.broadcast_to(full)
+    ones = torch.ones(geometry.rows * geometry.S, dtype=wide) if p > 0.0 else None  # the mask's input
     for index, kv_index in geometry.heads():
         kh, vh = k[kv_index].to(wide), v[kv_index].to(wide)
-        dkh, dvh = dk[kv_index], dv[kv_index]
+        dkh, dvh = dk.head(kv_index), dv.head(kv_index)
         qh, gh, oh, lh, dqh = q[index], grad[index], out[index], lse[index], dq[index]
         bh = None if bias is None else bias[index]
         for r0, r1, n in geometry.blocks():
             if n == 0:
                 dqh[r0:r1].zero_()
                 continue
-            qt, dy = qh[r0:r1].to(wide), gh[r0:r1].to(wide)
+            qs, dy = qh[r0:r1].to(wide) * scale, gh[r0:r1].to(wide)
             delta = (dy * oh[r0:r1].to(wide)).sum(dim=1, keepdim=True)  # rowsum(dY ⊙ Y)
-            scores = _scores(geometry, qt, kh[:n], bh, r0, scale)
+            scores = _scores(geometry, qs, kh[:n], bh, r0)
             rows_lse = lh[r0:r1, None].masked_fill(lh[r0:r1, None] == -math.inf, math.inf)
             P = scores.sub_(rows_lse).exp_()
             dP = torch.mm(dy, vh[:n].t())
             if p > 0.0:
-                M = _drop_(torch.ones_like(P), p, seed, stream, geometry.shard(index, r0, r1 - r0, n))
+                M = torch.empty_like(P)  # keep / (1 - p), drawn once for both of its uses
+                _drop(
+                    ones[: M.numel()].view(M.shape), M, p, seed, stream, geometry.shard(index, r0, r1 - r0, n)
+                )
                 dvh[:n].addmm_((P * M).t(), dy)
                 dP.mul_(M)
             else:
                 dvh[:n].addmm_(P.t(), dy)
             dS = dP.sub_(delta).mul_(P)
             dqh[r0:r1] = torch.mm(dS, kh[:n]).mul_(scale)
-            dkh[:n].addmm_(dS.t(), qt, alpha=scale)
+            dkh[:n].addmm_(dS.t(), qs)
             if dbias is not None:
                 dbias.add(index, r0, dS)
     empty = torch.empty(0, dtype=q.dtype)
-    return dq, dk.to(k.dtype), dv.to(v.dtype), empty if dbias is None else dbias.result()
+    return dq, dk.result(), dv.result(), empty if dbias is None else dbias.result()
+
+
+class _KeyGradient:
+    """``dK`` (or ``dV``) accumulated in the compute type one key head at a time, so a bfloat16 call holds
+    one head's float32 sums, not a float32 copy of the whole gradient. Query heads that share a key head
+    (grouped-query attention) come one after another, so each head is finished before the next starts."""
+
+    def __init__(self, x: Tensor, wide: torch.dtype) -> None:
+        self.wide = wide
+        self.total = torch.zeros(x.shape, dtype=x.dtype)
+        self.index: tuple[int, ...] | None = None
+        self.sums: Tensor | None = None
+
+    def head(self, index: tuple[int, ...]) -> Tensor:
+        """The running sums of key head ``index``; switching heads stores the previous one's."""
+        if index != self.index:
+            self._store()
+            self.index = index
+            target = self.total[index]
+            self.sums = (
+                target if self.total.dtype == self.wide else torch.zeros(target.shape, dtype=self.wide)
+            )
+        return self.sums
+
+    def _store(self) -> None:
+        if self.index is not None and self.total.dtype != self.wide:
+            self.total[self.index] = self.sums
+
+    def result(self) -> Tensor:
+        self._store()
+        return self.total
 
 
 class _BiasGradient:
