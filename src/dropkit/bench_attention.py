@@ -21,6 +21,7 @@ Nothing heavy is imported at module level, so importing this module is cheap.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -44,6 +45,15 @@ WARM_UP_LENGTH = 64
 
 def _status_kib(field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+def _release_free_heap() -> None:
+    """Return freed heap pages to the OS (glibc's ``malloc_trim``), so the call's allocations show in RSS
+    instead of reusing memory freed before it."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _call(method: str):
@@ -88,6 +98,7 @@ def measure(method: str, length: int, dtype: str, phase: str, repeats: int, thre
     q, k, v = inputs(length)
     grad = torch.ones_like(q)
     gc.collect()
+    _release_free_heap()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set, to VmRSS
     base = _status_kib("VmRSS")
     step(q, k, v, grad)
