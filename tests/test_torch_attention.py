@@ -304,6 +304,14 @@ def test_query_shards_draw_their_rows_of_the_single_process_mask(causal, small_t
     torch.testing.assert_close(y, F.scaled_dot_product_attention(q, k, v, is_causal=True)[:, :, 6:])
 
 
+def test_shard_with_indexes_past_2_to_the_32_equals_the_reference(small_tiles):
+    q, k, v = (randn(1, 2, n, 4, seed=i) for i, n in enumerate((5, 7, 7)))
+    shard = {"global_shape": (1, 2**22, 40, 32), "offsets": (0, 2**22 - 2, 12, 4)}
+    y = sdpa(q, k, v, dropout_p=0.5, is_causal=True, seed=8, **shard)
+    expected = reference(q, k, v, p=0.5, seed=8, causal=True, **shard)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-13)
+
+
 def test_key_shard_and_data_parallel_rows():
     q, k = randn(2, 2, 6, 4, seed=1), randn(2, 2, 10, 4, seed=2)
     eye = torch.eye(4, dtype=torch.float64).expand(2, 2, 4, 4)

@@ -116,7 +116,9 @@ def _forward_kernel(
     q = _load_rows(Q + b * sqb + h * sqh + rows[:, None] * sqm + offs_e[None, :], rows, L, E, offs_e)
     seed = _uint64(seed_lo, seed_hi)
     t = threshold.to(tl.uint32, bitcast=True)
-    row_index = tl.load(Bases + bh).to(tl.uint64) + rows.to(tl.uint64) * row_stride.to(tl.uint64)
+    row_index = tl.load(Bases + bh).to(tl.uint64, bitcast=True) + rows.to(tl.uint64) * row_stride.to(
+        tl.uint64
+    )
     m_i = tl.full([BM], float("-inf"), tl.float32)
     l_i = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, BEV], tl.float32)
@@ -174,7 +176,7 @@ def _backward_kv_kernel(
     v = _load_rows(V + b * svb + hk * svh + cols[:, None] * svn + offs_ev[None, :], cols, S, EV, offs_ev)
     seed = _uint64(seed_lo, seed_hi)
     t = threshold.to(tl.uint32, bitcast=True)
-    base = tl.load(Bases + bh).to(tl.uint64)
+    base = tl.load(Bases + bh).to(tl.uint64, bitcast=True)
     dk = tl.zeros([BN, BE], tl.float32)
     dv = tl.zeros([BN, BEV], tl.float32)
     m_start = 0
@@ -231,7 +233,9 @@ def _backward_q_kernel(
     delta = tl.load(Delta + bh * L + rows, mask=rows < L, other=0.0)
     seed = _uint64(seed_lo, seed_hi)
     t = threshold.to(tl.uint32, bitcast=True)
-    row_index = tl.load(Bases + bh).to(tl.uint64) + rows.to(tl.uint64) * row_stride.to(tl.uint64)
+    row_index = tl.load(Bases + bh).to(tl.uint64, bitcast=True) + rows.to(tl.uint64) * row_stride.to(
+        tl.uint64
+    )
     dq = tl.zeros([BM, BE], tl.float32)
     n_end = S
     if CAUSAL:
@@ -332,7 +336,8 @@ def _head_bases(
     strides = [math.prod(global_shape[d + 1 :]) for d in range(len(global_shape))]
     base = offsets[-2] * strides[-2] + offsets[-1]
     index = np.full(math.prod(lead), base, dtype=np.uint64)
-    for d, grid in enumerate(np.indices(lead).reshape(len(lead), -1)):
+    grids = np.indices(lead).reshape(len(lead), -1) if lead else ()
+    for d, grid in enumerate(grids):
         index += (grid.astype(np.uint64) + np.uint64(offsets[d])) * np.uint64(strides[d])
     aligned = global_shape[-1] % 4 == 0 and bool((index % np.uint64(4) == 0).all())
     return torch.from_numpy(index.view(np.int64)).to(device), aligned
