@@ -8,12 +8,14 @@ For ``B = 2, H = 8, E = 64``, ``L = S`` in ``lengths``, ``dropout_p = 0.1``, eac
 - **torch flash, no dropout**: the same call at ``dropout_p = 0``, torch's fused CPU flash kernel: the
   memory floor any attention pays.
 
-Every (method, length, dtype, phase) runs in a fresh process: a warm-up at ``L = 64``, then one call at
-full size whose peak resident memory above the process's memory just before it (Linux ``VmHWM`` after
-resetting it through ``/proc/self/clear_refs``) is the *peak*, then ``repeats`` timed calls (median). The
-phases are the forward (with autograd recording, as in training) and forward+backward. Every process
-uses the same number of torch and numba threads; the load average is recorded beside each row, since
-a shared machine slows every method, not only one.
+The phases are the forward (with autograd recording, as in training) and forward+backward. Every
+(method, length, dtype, phase) gets a fresh process for its *peak*: a warm-up at ``L = 64``, then one
+call at full size, whose peak resident memory above the process's just before it (Linux ``VmHWM``, reset
+through ``/proc/self/clear_refs``, after returning freed heap to the OS) is the peak. Times come from one
+more process per (length, dtype, phase) that runs the three methods interleaved, ``repeats`` rounds in
+rotated order after a warm-up call each, and takes medians: a shared machine's changing load then slows
+every method alike. Every process uses the same number of torch and numba threads; the load average is
+recorded beside each row.
 
 Nothing heavy is imported at module level, so importing this module is cheap.
 """
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "goals", "main", "measure", "run_benchmarks", "table"]
+__all__ = ["add_arguments", "goals", "main", "measure_peak", "measure_times", "run_benchmarks", "table"]
 
 BATCH, HEADS, FEATURES, P = 2, 8, 64, 0.1
 DEFAULT_LENGTHS = (512, 1024, 2048, 4096)
@@ -69,77 +71,94 @@ def _call(method: str):
     return lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v)
 
 
-def measure(method: str, length: int, dtype: str, phase: str, repeats: int, threads: int) -> dict[str, Any]:
-    """One configuration in this process: ``{"ms": median, "peak_mib": ..., "load": ...}``."""
+def _inputs(length: int, dtype: str):
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    shape, kind = (BATCH, HEADS, length, FEATURES), getattr(torch, dtype)
+    return [torch.randn(shape, generator=generator, dtype=kind).requires_grad_() for _ in range(3)]
+
+
+def _step(attend, phase: str, q, k, v, grad) -> None:
+    y = attend(q, k, v)
+    if phase == "forward+backward":
+        y.backward(grad)
+        for x in (q, k, v):
+            x.grad = None
+
+
+def measure_peak(method: str, length: int, dtype: str, phase: str) -> dict[str, Any]:
+    """``{"peak_mib": ...}``: the resident memory one call adds, in this (fresh) process."""
     import gc
 
     import torch
 
-    torch.set_num_threads(threads)
     attend = _call(method)
-
-    def inputs(n: int):
-        generator = torch.Generator().manual_seed(0)
-        shape = (BATCH, HEADS, n, FEATURES)
-        return [
-            torch.randn(shape, generator=generator).to(getattr(torch, dtype)).requires_grad_()
-            for _ in range(3)
-        ]
-
-    def step(q, k, v, grad):
-        y = attend(q, k, v)
-        if phase == "forward+backward":
-            y.backward(grad)
-            for x in (q, k, v):
-                x.grad = None
-
-    small = inputs(WARM_UP_LENGTH)
-    step(*small, torch.ones_like(small[0]))
-    q, k, v = inputs(length)
+    small = _inputs(WARM_UP_LENGTH, dtype)
+    _step(attend, phase, *small, torch.ones_like(small[0]))
+    q, k, v = _inputs(length, dtype)
     grad = torch.ones_like(q)
     gc.collect()
     _release_free_heap()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set, to VmRSS
     base = _status_kib("VmRSS")
-    step(q, k, v, grad)
-    peak = _status_kib("VmHWM") - base
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step(q, k, v, grad)
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"ms": statistics.median(times), "peak_mib": peak / 1024}
+    _step(attend, phase, q, k, v, grad)
+    return {"peak_mib": (_status_kib("VmHWM") - base) / 1024}
 
 
-def _run_worker(config: dict[str, Any], threads: int, timeout: float) -> dict[str, Any]:
-    """:func:`measure` in a fresh interpreter; a timeout or crash becomes a note instead of numbers."""
+def measure_times(length: int, dtype: str, phase: str, repeats: int) -> dict[str, float]:
+    """``{method: median ms}``, the methods interleaved round by round (each round in a rotated order), so
+    a change of the machine's load touches all of them alike."""
+    import torch
+
+    calls = {method: _call(method) for method in METHODS}
+    q, k, v = _inputs(length, dtype)
+    grad = torch.ones_like(q)
+    for attend in calls.values():  # warm-up at full size: first-touch page faults, kernel loading
+        _step(attend, phase, q, k, v, grad)
+    times: dict[str, list[float]] = {method: [] for method in METHODS}
+    for round_ in range(repeats):
+        for i in range(len(METHODS)):
+            method = METHODS[(i + round_) % len(METHODS)]
+            start = time.perf_counter()
+            _step(calls[method], phase, q, k, v, grad)
+            times[method].append((time.perf_counter() - start) * 1e3)
+    return {method: statistics.median(values) for method, values in times.items()}
+
+
+def _run_worker(kind: str, config: dict[str, Any], threads: int, timeout: float) -> dict[str, Any]:
+    """:func:`measure_peak` or :func:`measure_times` in a fresh interpreter; a timeout or a crash becomes
+    ``{"note": ...}``; ``"load"`` is the 1-minute load average at its start or end, the higher."""
     env = {**os.environ, "NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "dropkit.bench_attention", "--worker", json.dumps(config)]
+    command = [sys.executable, "-m", "dropkit.bench_attention", "--worker", kind, json.dumps(config)]
     load = os.getloadavg()[0]
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"ms": None, "peak_mib": None, "load": load, "note": f"over {timeout:g} s"}
+        return {"note": f"over {timeout:g} s", "load": load}
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"ms": None, "peak_mib": None, "load": load, "note": f"failed: {last[:120]}"}
+        return {"note": f"failed: {last[:120]}", "load": load}
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "load": max(load, os.getloadavg()[0])}
 
 
 def run_benchmarks(
     lengths, dtypes, *, repeats: int, threads: int, timeout: float, progress=None
 ) -> list[dict[str, Any]]:
-    """Every configuration, each in its own process: a list of rows."""
+    """Every (length, dtype, phase): one process timing the methods, one process per method's peak."""
     rows = []
     for dtype in dtypes:
         for length in lengths:
-            for method in METHODS:
-                for phase in PHASES:
-                    config = {
-                        "method": method, "length": length, "dtype": dtype, "phase": phase,
-                        "repeats": repeats, "threads": threads,
+            for phase in PHASES:
+                where = {"length": length, "dtype": dtype, "phase": phase}
+                times = _run_worker("time", {**where, "repeats": repeats}, threads, timeout)
+                for method in METHODS:
+                    peak = _run_worker("peak", {**where, "method": method}, threads, timeout)
+                    row = {
+                        **where, "method": method, "repeats": repeats, "threads": threads,
+                        "ms": times.get(method), "peak_mib": peak.get("peak_mib"), "load": times["load"],
+                        "note": times.get("note") or peak.get("note"),
                     }  # fmt: skip
-                    row = {**config, **_run_worker(config, threads, timeout)}
                     rows.append(row)
                     if progress is not None:
                         progress(_line(row))
@@ -147,7 +166,7 @@ def run_benchmarks(
 
 
 def _line(row: dict[str, Any]) -> str:
-    numbers = row.get("note") or f"{row['ms']:.1f} ms, peak {row['peak_mib']:.0f} MiB"
+    numbers = row["note"] or f"{row['ms']:.1f} ms, peak {row['peak_mib']:.0f} MiB"
     where = f"{row['dtype']} L={row['length']} {row['method']}, {row['phase']}"
     return f"{where}: {numbers} (load {row['load']:.1f})"
 
@@ -194,7 +213,7 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     """The rows as a table: time and peak for each method and phase, with ratios to torch's math path."""
-    header = ["dtype", "L", "method", "phase", "ms", "peak MiB", "time ÷ math", "peak ÷ math", "load"]
+    header = ["dtype", "L", "method", "phase", "ms", "peak MiB", "time ÷ math", "peak ÷ math", "load", "note"]
     body = []
     for row in rows:
         math_row = _find(rows, "torch dropout (math)", row["length"], row["dtype"], row["phase"])
@@ -205,10 +224,10 @@ def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
             return f"{row[key] / math_row[key]:.2f}"
 
         peak = "" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}"
-        ms = row.get("note") or f"{row['ms']:.1f}"
+        ms = "" if row["ms"] is None else f"{row['ms']:.1f}"
         load = f"{row['load']:.1f}"
         where = [row["dtype"], str(row["length"]), row["method"], row["phase"]]
-        body.append([*where, ms, peak, ratio("ms"), ratio("peak_mib"), load])
+        body.append([*where, ms, peak, ratio("ms"), ratio("peak_mib"), load, row["note"] or ""])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
@@ -232,7 +251,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtypes", nargs="+", default=list(DEFAULT_DTYPES), choices=["float32", "bfloat16", "float16"]
     )
-    parser.add_argument("--repeats", type=int, default=3, metavar="N", help="timed calls after the peak call")
+    parser.add_argument(
+        "--repeats", type=int, default=3, metavar="N", help="interleaved timing rounds (median)"
+    )
     parser.add_argument(
         "--threads", type=int, default=1, metavar="N", help="torch and numba threads (default 1)"
     )
@@ -275,8 +296,11 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
-        config = json.loads(sys.argv[2])
-        print(json.dumps(measure(**config)))
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        measure = measure_peak if sys.argv[2] == "peak" else measure_times
+        print(json.dumps(measure(**json.loads(sys.argv[3]))))
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         add_arguments(parser)
