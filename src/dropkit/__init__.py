@@ -5,6 +5,7 @@ from (``philox4x32``, ``random_bits``, ``keep_mask``), and, in ``dropkit.torch``
 that draw the very same masks and store none of them for backward.
 """
 
+from dropkit.attention import attention, attention_backward
 from dropkit.dropblock import DropBlock2d, drop_block2d
 from dropkit.dropconnect import DropConnectLinear
 from dropkit.layers import (
@@ -30,6 +31,8 @@ __all__ = [
     "GaussianDropout",
     "LockedDropout",
     "alpha_dropout",
+    "attention",
+    "attention_backward",
     "channel_dropout",
     "drop_block2d",
     "drop_path",

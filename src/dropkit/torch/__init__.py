@@ -18,6 +18,7 @@ except ModuleNotFoundError as error:  # torch itself missing (not a broken depen
     raise ImportError("dropkit.torch needs PyTorch: pip install 'dropkit[torch]'") from None
 
 from dropkit.torch import functional, timm, torchvision
+from dropkit.torch._attention import ScaledDotProductAttention
 from dropkit.torch._revert import revert
 from dropkit.torch.convert import convert
 from dropkit.torch.functional import dropout
@@ -50,6 +51,7 @@ __all__ = [
     "FeatureAlphaDropout",
     "GaussianDropout",
     "LockedDropout",
+    "ScaledDotProductAttention",
     "WeightDrop",
     "convert",
     "dropout",

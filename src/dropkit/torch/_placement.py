@@ -32,6 +32,7 @@ __all__ = [
     "current",
     "dtensor_shard",
     "from_local",
+    "is_dtensor",
     "locate",
     "override",
     "place",
@@ -139,7 +140,7 @@ def _dtensor_class() -> type | None:
     return None if module is None else module.DTensor
 
 
-def _is_dtensor(x: Tensor) -> bool:
+def is_dtensor(x: Tensor) -> bool:
     if torch.compiler.is_compiling():  # DTensors under torch.compile are not supported
         return False
     dtensor = _dtensor_class()
@@ -190,7 +191,7 @@ def locate(
     ``batched=False`` says ``input`` holds no batch (a weight), so ``data_parallel`` leaves it whole.
     Raises ``ValueError`` naming the argument for a shard that does not fit ``input``.
     """
-    dtensor = _is_dtensor(input)
+    dtensor = is_dtensor(input)
     if check_shard_arguments(global_shape, offsets) and dtensor:
         raise ValueError(
             "global_shape and offsets come from a DTensor's placements: pass them for plain tensors"

@@ -41,7 +41,7 @@ _OPTIONS = {"num_warps": _NUM_WARPS, "enable_fp_fusion": False}
 
 
 @triton.jit
-def _uint64(lo, hi):
+def uint64(lo, hi):
     """The uint64 whose halves are the int32 bit patterns ``lo`` and ``hi``."""
     return (hi.to(tl.uint32, bitcast=True).to(tl.uint64) << 32) | lo.to(tl.uint32, bitcast=True).to(tl.uint64)
 
@@ -89,8 +89,8 @@ def _dropout_kernel(
     # block, so every Philox call is made once, by one program, and serves its four lanes.
     pid = tl.program_id(0).to(tl.int64)
     calls = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4).to(tl.int64)
-    block = _uint64(block_lo, block_hi) + calls.to(tl.uint64)
-    seed = _uint64(seed_lo, seed_hi)
+    block = uint64(block_lo, block_hi) + calls.to(tl.uint64)
+    seed = uint64(seed_lo, seed_hi)
     zero = tl.zeros_like(block).to(tl.uint32)
     c0 = block.to(tl.uint32)  # truncation keeps the low 32 bits
     c1 = (block >> 32).to(tl.uint32)
@@ -101,7 +101,7 @@ def _dropout_kernel(
     bits = tl.interleave(tl.interleave(w0, w2), tl.interleave(w1, w3))
 
     keep = bits >= threshold.to(tl.uint32, bitcast=True)
-    scale = _uint64(scale_lo, scale_hi).to(tl.float64, bitcast=True).to(COMPUTE)
+    scale = uint64(scale_lo, scale_hi).to(tl.float64, bitcast=True).to(COMPUTE)
 
     # Element i sits at lane (start + i) & 3, so lane position k of this program is element k - PHASE.
     offsets = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64) - PHASE
@@ -120,7 +120,7 @@ def _dropout_kernel(
 _INTERPRETED = not isinstance(_dropout_kernel, triton.runtime.JITFunction)
 
 
-def _int32_halves(value: int) -> tuple[int, int]:
+def int32_halves(value: int) -> tuple[int, int]:
     """The low and high 32 bits of a uint64 as int32 bit patterns: one argument type for every value."""
     return tuple(h - (1 << 32) if h >= 1 << 31 else h for h in (value & 0xFFFFFFFF, value >> 32))
 
@@ -184,8 +184,8 @@ def dropout_apply(
     """
     _check_tensors(x, out)
     threshold = keep_threshold(p)
-    seed_lo, seed_hi = _int32_halves(check_uint64("seed", seed))
-    stream_lo, stream_hi = _int32_halves(check_uint64("stream", stream))
+    seed_lo, seed_hi = int32_halves(check_uint64("seed", seed))
+    stream_lo, stream_hi = int32_halves(check_uint64("stream", stream))
     start = check_uint64("start", start)
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
@@ -196,9 +196,9 @@ def dropout_apply(
         return out
     if threshold > 0xFFFFFFFF:  # p == 1 (or within 2**-33 of it): no 32-bit word reaches t, all dropped
         return out.zero_()
-    scale_lo, scale_hi = _int32_halves(struct.unpack("<Q", struct.pack("<d", float(scale)))[0])
-    block_lo, block_hi = _int32_halves(start >> 2)
-    threshold_bits = _int32_halves(threshold)[0]
+    scale_lo, scale_hi = int32_halves(struct.unpack("<Q", struct.pack("<d", float(scale)))[0])
+    block_lo, block_hi = int32_halves(start >> 2)
+    threshold_bits = int32_halves(threshold)[0]
     phase = start & 3
     grid = (triton.cdiv(n + phase, _BLOCK),)
     compute = tl.float64 if x.dtype == torch.float64 else tl.float32

@@ -9,6 +9,7 @@ reference's files: :mod:`~dropkit.torch._layers` (dropout, locked, drop path),
 
 from __future__ import annotations
 
+from dropkit.torch._attention import scaled_dot_product_attention
 from dropkit.torch._channel import channel_dropout, dropout1d, dropout2d, dropout3d
 from dropkit.torch._dropblock import drop_block2d
 from dropkit.torch._layers import drop_path, dropout, locked_dropout
@@ -26,4 +27,5 @@ __all__ = [
     "feature_alpha_dropout",
     "gaussian_dropout",
     "locked_dropout",
+    "scaled_dot_product_attention",
 ]
