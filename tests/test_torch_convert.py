@@ -134,8 +134,15 @@ def test_route_dropout_with_seed_none_follows_torch_manual_seed():
     assert torch.equal(a, b)
 
 
-def test_attention_dropout_falls_back_to_torch_with_a_warning_until_routed(monkeypatch):
+def test_attention_dropout_is_routed_to_dropkits_attention(monkeypatch):
     q = torch.randn(1, 2, 4, 8)
+    with dk.route_dropout(seed=0) as mode:
+        routed = F.scaled_dot_product_attention(q, q, q, dropout_p=0.5)
+    assert mode.fallbacks == 0 and mode.calls == 1
+    expected = dk.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.5, seed=0, stream=0)
+    assert torch.equal(routed, expected)
+    route = routing.ROUTES[F.scaled_dot_product_attention]
+    monkeypatch.setitem(routing.ROUTES, F.scaled_dot_product_attention, dataclasses.replace(route, fn=None))
     with dk.route_dropout(seed=0) as mode, pytest.warns(UserWarning, match="no route for it yet"):
         F.scaled_dot_product_attention(q, q, q, dropout_p=0.5)
     assert mode.fallbacks == 1 and mode.calls == 0
@@ -226,12 +233,13 @@ def test_bert_trains_with_no_torch_dropout_after_convert_and_routing():
         assert torch.equal(model(ids).last_hidden_state, before)
 
 
-def test_bert_sdpa_attention_dropout_is_counted_as_a_fallback():
+def test_bert_sdpa_attention_dropout_is_routed_to_dropkit():
     model = dk.convert(small_bert("sdpa"), seed=0).train()
     ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
-    with dk.route_dropout(seed=1) as mode, pytest.warns(UserWarning, match="no route"):
+    with dk.route_dropout(seed=1) as mode, CountTorchRandomness() as counter:
         model(ids)
-    assert mode.fallbacks == 2 and mode.calls == 0
+    assert mode.fallbacks == 0 and mode.calls == 2  # one attention dropout per layer
+    assert not counter.ops  # no torch RNG op ran
 
 
 def test_bert_saves_fewer_bytes_for_backward_after_conversion():

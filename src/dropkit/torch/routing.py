@@ -4,8 +4,9 @@ Inside ``with route_dropout():`` every call of ``torch.nn.functional.dropout``, 
 ``alpha_dropout``, ``feature_alpha_dropout`` (and so every ``torch.nn.Dropout*`` module, which calls them)
 runs dropkit's function with the same arguments instead, so a third-party model trains with the contract's
 masks and saves none of them. ``F.scaled_dot_product_attention`` with ``dropout_p > 0`` goes to
-``ROUTES[F.scaled_dot_product_attention]`` once dropkit has an attention function; until then torch's runs
-(with a one-time warning). A mode sees every torch call of the block, so it costs a Python call per op;
+:func:`dropkit.torch.functional.scaled_dot_product_attention` (no ``L x S`` mask kept); without dropout
+torch's own kernel runs. A route whose ``fn`` is None falls back to torch's function with a one-time
+warning. A mode sees every torch call of the block, so it costs a Python call per op;
 :func:`dropkit.torch.convert` swaps the modules once instead.
 """
 
@@ -52,9 +53,8 @@ ROUTES: dict[Callable[..., Any], Route] = {
     F.dropout3d: _dropout_route(functional.dropout3d, F.dropout3d),
     F.alpha_dropout: _dropout_route(functional.alpha_dropout, F.alpha_dropout),
     F.feature_alpha_dropout: _dropout_route(functional.feature_alpha_dropout, F.feature_alpha_dropout),
-    # dropkit's attention (same signature, keyword-only seed and stream) plugs in by setting fn here
     F.scaled_dot_product_attention: Route(
-        None,
+        functional.scaled_dot_product_attention,
         ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"),
         {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False},
         lambda a: a["dropout_p"] > 0,
@@ -72,7 +72,7 @@ class route_dropout(TorchFunctionMode):
 
     Attributes:
         calls: routed calls that drew a mask so far.
-        fallbacks: calls that drew with torch's RNG because no dropkit route exists yet (attention).
+        fallbacks: calls that drew with torch's RNG because their route has no dropkit function.
 
     >>> layer = torch.nn.Dropout(0.5)
     >>> with route_dropout(seed=0) as mode:
