@@ -116,6 +116,19 @@ def test_a_seed_gives_the_same_runs_alone_or_among_others(tmp_path):
     assert alone.results[1]["dropout"].history == both.results[1]["dropout"].history
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_runs_side_by_side_give_the_numbers_of_runs_one_after_the_other(tmp_path):
+    def run(threads):
+        options = TrainOptions(
+            seeds=(3,), epochs=3, hidden=16, mc_samples=0, threads=threads, out=str(tmp_path)
+        )
+        return run_experiment(prepare(options), out=io.StringIO(), progress=False).results[3]
+
+    alone, side_by_side = run(1), run(2)
+    for key in ("dropout", "no_dropout"):
+        assert side_by_side[key] == alone[key]
+
+
 def test_mc_samples_zero_skips_mc_dropout_and_its_diagram(tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli(["train", *TINY, "--seeds", "0", "--mc-samples", "0", "--out", str(out)]) == 0
