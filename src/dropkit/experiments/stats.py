@@ -115,9 +115,9 @@ class PairedDifference:
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifference:
     """The paired difference ``a - b`` (one pair per seed) with its 95 % t interval.
 
-    >>> d = paired_difference([0.80, 0.82, 0.81], [0.79, 0.80, 0.80])
-    >>> round(d.mean, 4), d.beyond_noise, (d.positive, d.negative)
-    (0.0133, True, (3, 0))
+    >>> d = paired_difference([0.810, 0.832, 0.821], [0.80, 0.82, 0.81])  # d = 0.010, 0.012, 0.011
+    >>> round(d.mean, 4), round(d.low, 4), round(d.high, 4), d.beyond_noise, (d.positive, d.negative)
+    (0.011, 0.0085, 0.0135, True, (3, 0))
     """
     a_array, b_array = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a_array.shape != b_array.shape:
