@@ -258,8 +258,11 @@ def run_seeds(
                 done = [future.result() for future in futures]
                 results[seed] = {config.key: run for config, (run, _) in zip(configs, done, strict=True)}
                 backends = {config.key: backend for config, (_, backend) in zip(configs, done, strict=True)}
-                if after_seed is not None:
-                    lines = after_seed(seed, splits, results[seed], backends, time.perf_counter() - started)
+                if after_seed is not None:  # the workers are idle: give it every thread
+                    with thread_limit(options.threads, options.backend):
+                        lines = after_seed(
+                            seed, splits, results[seed], backends, time.perf_counter() - started
+                        )
                     for line in lines:
                         bar.write(line, file=out)
         except BaseException:
