@@ -20,7 +20,6 @@ import dropkit.torch as dt  # noqa: E402
 from dropkit.philox import keep_mask  # noqa: E402
 from dropkit.torch import _attention_cpu, _ops  # noqa: E402
 from dropkit.torch import distributed as D  # noqa: E402
-from dropkit.torch._attention import routed  # noqa: E402
 from dropkit.torch._attention_ops import attention_backward_op, attention_op  # noqa: E402
 from dropkit.torch.functional import scaled_dot_product_attention as sdpa  # noqa: E402
 
@@ -275,14 +274,6 @@ def test_unseeded_calls_follow_torch_manual_seed_and_draw_only_when_dropping():
     sdpa(q, k, v)
     dt.ScaledDotProductAttention(0.5).eval()(q, k, v)
     assert torch.equal(torch.get_rng_state(), state)
-
-
-def test_routed_replaces_only_dropping_calls():
-    q, k, v = (randn(1, 2, 5, 3, seed=i) for i in range(3))
-    assert routed((q, k, v), {}) is None
-    assert routed((q, k, v, None, 0.0), {"is_causal": True}) is None
-    y = routed((q, k, v), {"dropout_p": 0.3, "is_causal": True}, seed=1, stream=2)
-    assert torch.equal(y, sdpa(q, k, v, dropout_p=0.3, is_causal=True, seed=1, stream=2))
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -25,7 +25,7 @@ from dropkit.torch._attention_ops import attention_op
 from dropkit.torch._base import Stochastic
 from dropkit.torch._checks import FLOAT_DTYPES, check_seed_and_stream
 
-__all__ = ["ScaledDotProductAttention", "routed", "scaled_dot_product_attention"]
+__all__ = ["ScaledDotProductAttention", "scaled_dot_product_attention"]
 
 Attend = Callable[[int | None, int | Tensor], Tensor]  # (seed, stream) -> output, every check done
 
@@ -211,19 +211,6 @@ def scaled_dot_product_attention(
         query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, global_shape, offsets
     )
     return attend(*check_seed_and_stream(seed, stream))
-
-
-def routed(args: tuple, kwargs: dict, *, seed: int | None = None, stream: int | None = None) -> Tensor | None:
-    """For a function-mode router: dropkit's result for ``torch.nn.functional.scaled_dot_product_attention(
-    *args, **kwargs)`` when its ``dropout_p > 0``, else None (torch's own call needs no replacement).
-
-    >>> q = torch.zeros(2, 1); routed((q, q, q), {"dropout_p": 0.0}) is None
-    True
-    """
-    dropout_p = args[4] if len(args) > 4 else kwargs.get("dropout_p", 0.0)
-    if isinstance(dropout_p, numbers.Real) and not isinstance(dropout_p, bool) and dropout_p == 0.0:
-        return None
-    return scaled_dot_product_attention(*args, **kwargs, seed=seed, stream=stream)
 
 
 class ScaledDotProductAttention(Stochastic):
