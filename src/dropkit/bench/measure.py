@@ -1,15 +1,15 @@
 """The measurements of ``dropkit bench``: dropout on the CPU against torch, textbook NumPy and memory.
 
-Every time is the median of ``repeats`` runs after one warm-up run, and every ratio compares
-times measured in the same run, so a busy machine skews the ratios less than the times. Methods,
-for float32 data of each size and each drop probability ``p``:
+Every time is the median of ``repeats`` samples after a warm-up run (runs under 2 ms are repeated
+within a sample), and every ratio compares times measured in the same run, so a busy machine skews
+the ratios less than the times. Methods, for float32 data of each size and each drop probability ``p``:
 
 - **dropkit**: :func:`dropkit.kernels.dropout_apply` into a preallocated output (the fused numba
   kernel when numba is installed). Backward is the same call on the gradient, the mask regenerated
   from ``(seed, stream)``; nothing but those two integers is kept between them.
 - **torch**: ``torch.nn.functional.dropout`` forward, and autograd's backward through it.
-- **dropkit.torch**: ``dropkit.torch.functional.dropout``, the drop-in for it, timed the same way:
-  a new output tensor each call and autograd around the same kernel.
+- **dropkit.torch**: ``dropkit.torch.functional.dropout``, the drop-in for it, timed the same way: a
+  new output per call, autograd around the same kernel, a seed drawn per call from torch's generator.
 - **textbook NumPy**: ``mask = (uniform floats >= p) / (1 - p)``, ``y = x * mask``, ``dx = dy * mask``.
 - **memory pass**: ``np.multiply(x, s, out=y)``: one read and one write of the data, the floor any
   elementwise op pays (NumPy runs it on one thread). ``dropkit p=0`` is the kernel's own
@@ -50,6 +50,7 @@ MEMORY = "memory pass"
 TORCH_HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"  # torch's switch for madvise(MADV_HUGEPAGE) on its CPU allocations
 KERNEL_HUGE_PAGES = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # always, madvise or never
 SEED = 0x5EED
+SAMPLE_SECONDS, MAX_CALLS = 2e-3, 10_000  # a shorter run repeats within a sample, up to MAX_CALLS times
 # Peak bytes a benchmark holds per float32 element: x and y, then torch's input clone, gradient, output,
 # saved mask and input gradient (the textbook method holds less). A size that needs more than the
 # machine's memory is refused before anything runs.
@@ -111,9 +112,9 @@ class BenchReport:
                 f"{row.p:g}",
                 row.method,
                 row.phase,
-                f"{row.ms:.2f}",
+                f"{row.ms:.4f}" if row.ms < 1 else f"{row.ms:.2f}",  # 4 decimals: 0.1 µs
                 f"{row.vs_memory:.2f}",
-                "" if row.torch_over_this is None else f"{row.torch_over_this:.1f}",
+                "" if row.torch_over_this is None else f"{row.torch_over_this:.2f}",
                 "" if row.kept_bytes_per_element is None else f"{row.kept_bytes_per_element:g}",
             ]
             for row in self.rows
@@ -162,19 +163,24 @@ class BenchReport:
 
 
 def _median_ms(run: Callable[[], Any], repeats: int, setup: Callable[[], Any] | None = None) -> float:
-    """Median wall time of ``run()`` in ms over ``repeats`` runs, after one untimed warm-up run.
+    """Median wall time of one ``run()`` in ms over ``repeats`` samples, after one untimed warm-up run.
 
-    ``setup()`` runs untimed before each run (torch's backward needs a fresh forward graph).
+    A run shorter than ``SAMPLE_SECONDS`` repeats within each sample, so a 64x64 layer's 20 µs median is
+    not one preemption's. ``setup()`` runs untimed before each run (torch's backward: a fresh graph).
     """
-    times = []
-    for i in range(repeats + 1):
+
+    def once() -> float:
         if setup is not None:
             setup()
         begin = time.perf_counter()
         run()
-        if i:  # the warm-up pays for first-touch page faults, compilation and thread start-up
-            times.append(time.perf_counter() - begin)
-    return 1e3 * statistics.median(times)
+        return time.perf_counter() - begin
+
+    # The warm-up pays for first-touch faults, compilation and thread start-up; a short one is timed again.
+    short = once() < SAMPLE_SECONDS
+    calls = min(MAX_CALLS, max(1, int(SAMPLE_SECONDS / max(once(), 1e-9)))) if short else 1
+    samples = [sum(once() for _ in range(calls)) / calls for _ in range(repeats)]
+    return 1e3 * statistics.median(samples)
 
 
 def _import_torch() -> Any:
@@ -232,7 +238,7 @@ def _torch_methods(torch: Any) -> dict[str, Callable[..., Any]]:
         from dropkit.torch.functional import dropout as dropkit_dropout
     except ImportError:
         return methods
-    methods["dropkit.torch"] = lambda t, p: dropkit_dropout(t, p, seed=SEED, stream=1)
+    methods["dropkit.torch"] = lambda t, p: dropkit_dropout(t, p)  # seed=None: torch's generator, per call
     return methods
 
 

@@ -17,11 +17,18 @@ import os
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from dropkit.philox import KEEP_NONE
 
-__all__ = ["SERIAL_MAX", "dropout_kernel", "dropout_kernel_serial", "dropout_runs_kernel"]
+__all__ = [
+    "SERIAL_MAX",
+    "dropout_kernel",
+    "dropout_kernel_at",
+    "dropout_kernel_serial",
+    "dropout_runs_kernel",
+]
 
 _U64 = np.uint64
 _U32 = np.uint32
@@ -167,6 +174,39 @@ def dropout_runs_kernel(
     each one :func:`dropout_kernel_serial` call (a shard split along an inner dim)."""
     for r in prange(starts.size):
         dropout_kernel_serial(rows[r], out_rows[r], starts[r], threshold, seed, stream, scale)
+
+
+@intrinsic
+def _pointer_to(typingctx, address, like):
+    """The int64 ``address`` as a pointer to values of ``like``'s type (float32 or float64)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return types.CPointer(like)(address, like), codegen
+
+
+@njit(cache=True, fastmath=False)
+def dropout_kernel_at(
+    x_address: int,
+    out_address: int,
+    n: int,
+    start: int,
+    threshold: int,
+    seed: int,
+    stream: int,
+    scale: float,
+) -> None:
+    """:func:`dropout_kernel_serial` on the ``n`` elements at two raw addresses (``out`` may be ``x``).
+
+    The torch face's small-call entry: it takes no NumPy views, and every argument is a number whose
+    type numba reads at once (``start``, ``threshold``, ``seed`` and ``stream`` as the int64 with the
+    unsigned value's bits), which halves a 64x64 call. ``scale``, a NumPy float32 or float64, says
+    the data's dtype; the addresses must hold ``n`` contiguous elements of it.
+    """
+    x = numba.carray(_pointer_to(x_address, scale), n)
+    out = numba.carray(_pointer_to(out_address, scale), n)
+    dropout_kernel_serial(x, out, _U64(start), _U64(threshold), _U64(seed), _U64(stream), scale)
 
 
 def _start_threads_with_passive_waits() -> None:

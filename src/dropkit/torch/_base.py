@@ -81,8 +81,8 @@ def on_local(
 
 
 def copy_if(inplace: bool, input: Tensor, output: Tensor) -> Tensor:
-    """``output`` written into ``input`` when in place, else ``output`` itself."""
-    return input.copy_(output) if inplace else output
+    """``output`` written into ``input`` when in place (unless an op wrote it there), else ``output``."""
+    return input.copy_(output) if inplace and output is not input else output
 
 
 class Stochastic(nn.Module):

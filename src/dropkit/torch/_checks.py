@@ -48,8 +48,17 @@ def check_input(input: Tensor) -> None:
 
 
 def check_inplace(input: Tensor, inplace: bool) -> None:
-    """Raise torch's in-place error now, before a seed is drawn or a stream taken."""
-    if not (inplace and input.requires_grad and torch.is_grad_enabled()):
+    """Raise torch's in-place error now, before a seed is drawn or a stream taken (torch's own dropout
+    raises some of them after writing)."""
+    if not inplace:
+        return
+    if input.is_inference() and not torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "Inplace update to inference tensor outside InferenceMode is not allowed.You can make a "
+            "clone to get a normal tensor before doing inplace update.See "
+            "https://github.com/pytorch/rfcs/pull/17 for more details."
+        )  # torch's own message, word for word
+    if not (input.requires_grad and torch.is_grad_enabled()):
         return
     base = input._base
     if input.is_leaf and base is not None and base.requires_grad and not base.is_leaf:  # a no_grad view

@@ -10,6 +10,7 @@ are advised huge pages before their first touch (:func:`advise_huge_pages`), as 
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from collections.abc import Callable
 
@@ -89,20 +90,32 @@ def dropout_apply(
     return on_numpy(x, out, lambda array, out_array: _numpy_dropout_apply(array, p, out=out_array, **kwargs))
 
 
-_FUSED_DTYPES = (torch.float32, torch.float64)
+_FUSED_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}  # the numba kernel's, to NumPy's
+_INT64_END, _UINT64 = 2**63, 2**64
+_threshold = functools.lru_cache(maxsize=64)(keep_threshold)  # layers use a few p, each on every call
 
 
-def fused(x: torch.Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> torch.Tensor | None:
+def fused(
+    x: torch.Tensor,
+    p: float,
+    seed: int,
+    stream: int,
+    scale: float,
+    start: int,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor | None:
     """``x * keep * scale`` by the numba kernel called straight on a contiguous float32/float64 CPU
     tensor, or None where that path does not apply (the caller takes :func:`dropout_apply`'s).
 
     The torch face's hot path: every argument was checked at the entry point, so none is checked
-    again, and the output is a plain ``empty_like`` (huge pages only from 4 MiB on).
+    again. ``out=x`` writes in place; else the output is a plain ``empty_like`` (huge pages only from
+    4 MiB on). Up to one task's elements the kernel takes the tensors' addresses (no NumPy views).
     """
     n = x.numel()
+    dtype = _FUSED_DTYPES.get(x.dtype)
     if (
-        x.device.type != "cpu"
-        or x.dtype not in _FUSED_DTYPES
+        dtype is None
+        or not x.is_cpu
         or not x.is_contiguous()
         or start + n > 2**64
         or not kernels.numba_available()
@@ -110,12 +123,18 @@ def fused(x: torch.Tensor, p: float, seed: int, stream: int, scale: float, start
         return None
     from dropkit.kernels import cpu  # imported by numba_available() already
 
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    if n * x.element_size() >= _HUGE_PAGES_FROM:
-        advise_huge_pages(out)
-    threshold = keep_threshold(p)
-    kernel = cpu.dropout_kernel if n > cpu.SERIAL_MAX else cpu.dropout_kernel_serial
+    if out is None:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        if n * x.element_size() >= _HUGE_PAGES_FROM:
+            advise_huge_pages(out)
+    threshold = _threshold(p)
+    scale = 0.0 if threshold == KEEP_NONE else scale  # p == 1 scales nothing
+    if n <= cpu.SERIAL_MAX:
+        # int64 bit patterns, inline: a call per integer would cost a tenth of a 64x64 layer's time
+        start, seed, stream = (v - _UINT64 if v >= _INT64_END else v for v in (start, seed, stream))
+        cpu.dropout_kernel_at(x.data_ptr(), out.data_ptr(), n, start, threshold, seed, stream, dtype(scale))
+        return out
     integers = (np.uint64(v) for v in (start, threshold, seed, stream))
-    scale = 0.0 if threshold == KEEP_NONE else float(scale)  # p == 1 scales nothing
-    kernel(x.detach().numpy().reshape(-1), out.numpy().reshape(-1), *integers, scale)
+    kernel_out = out.detach().numpy().reshape(-1)
+    cpu.dropout_kernel(x.detach().numpy().reshape(-1), kernel_out, *integers, float(scale))
     return out

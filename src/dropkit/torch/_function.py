@@ -18,6 +18,7 @@ mask, ``"different"`` draws a fresh seed per sample from torch's default generat
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,16 +32,29 @@ _INT63_LIMIT = 2**63 - 1  # fresh seeds are drawn from [0, 2**63 - 1), torch.ran
 _PLAIN = (Tensor, torch.nn.Parameter)
 
 
+class _SeedBuffer(threading.local):
+    """Each thread's int64 CPU scalar that seeds are drawn into: ``torch.randint(0, n, ())`` is
+    ``empty(()).random_(0, n)``, the same draw from the same generator, less an allocation."""
+
+    def __init__(self) -> None:
+        with torch.inference_mode(False):  # writable outside inference mode, wherever first drawn
+            self.tensor = torch.empty((), dtype=torch.int64, device="cpu")
+
+
+_seed_buffer = _SeedBuffer()
+
+
 def draw_seed() -> int:
-    """A 63-bit seed from torch's default CPU generator (``torch.manual_seed`` governs it).
+    """A 63-bit seed from torch's default CPU generator (``torch.manual_seed`` governs it), drawn as
+    ``torch.randint(0, 2**63 - 1, ())`` draws it.
 
     Inside a ``torch.func`` transform the draw is made below the transform: one plain seed, whose
     ``randomness=`` the vmap rule then honours.
     """
     if torch._C._functorch.peek_interpreter_stack() is None:
-        return int(torch.randint(0, _INT63_LIMIT, (), dtype=torch.int64))
+        return int(_seed_buffer.tensor.random_(0, _INT63_LIMIT))
     with torch._C._DisableFuncTorch():
-        return int(torch.randint(0, _INT63_LIMIT, (), dtype=torch.int64))
+        return int(_seed_buffer.tensor.random_(0, _INT63_LIMIT))
 
 
 def eager_context() -> bool:
@@ -90,6 +104,10 @@ class MaskCall:
     def __call__(self, x: Tensor) -> Tensor:
         return self.impl(x, self.seed, self.stream, *self.rest)
 
+    def into(self, x: Tensor) -> Tensor:
+        """``self(x)`` written into ``x`` (an ``impl`` that takes ``out=``); returns ``x``."""
+        return self.impl(x, self.seed, self.stream, *self.rest, out=x)
+
     def grad(self, t: Tensor) -> Tensor:
         """``D t``: the derivative applied to a gradient or a tangent (the same diagonal operator)."""
         if torch._C._functorch.is_legacy_batchedtensor(t):
@@ -101,10 +119,10 @@ class MaskCall:
     def _derive(self, t: Tensor) -> Tensor:
         if self.derivative is not None:
             return self.derivative(t, self.seed, self.stream, *self.rest)
-        adjoint = MaskCall(self.impl, None, self.seed, self.stream, self.rest, drawn=False)
         if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+            adjoint = MaskCall(self.impl, None, self.seed, self.stream, self.rest, drawn=False)
             return apply(adjoint, t)  # differentiable again: double backward, jvp of a jvp
-        return adjoint(t)  # a first-order backward: the kernel, no Function around it
+        return self.impl(t, self.seed, self.stream, *self.rest)  # first order: the kernel, no Function
 
     def reseeded(self, seed: int) -> MaskCall:
         return MaskCall(self.impl, self.derivative, seed, self.stream, self.rest, self.drawn)
@@ -160,8 +178,41 @@ class _EagerMask(torch.autograd.Function):
     jvp = _Mask.jvp
 
 
-def apply(call: MaskCall, x: Tensor) -> Tensor:
+class _EagerMaskInPlace(torch.autograd.Function):
+    """:class:`_EagerMask` writing into ``x``: ``mark_dirty`` bumps its version counter and moves its
+    history onto this node. Backward needs no input (``D`` is drawn from the key), so nothing that
+    the write destroys is ever needed."""
+
+    @staticmethod
+    def forward(ctx, call: MaskCall, x: Tensor) -> Tensor:
+        ctx.call = call
+        ctx.mark_dirty(x)
+        return call.into(x)
+
+    backward = _Mask.backward
+
+    @staticmethod
+    def jvp(ctx, _call_tangent, tangent: Tensor) -> Tensor:
+        return tangent.copy_(ctx.call.grad(tangent))  # an in-place op's tangent is updated in place
+
+
+def _c_apply(function: type[torch.autograd.Function]) -> Callable[..., Tensor]:
+    """``function.apply`` less its Python layer (torch/autograd/function.py), which outside torch.func
+    only unwraps dead functorch wrappers (done by the caller) and binds ``setup_context``'s arguments
+    (a ``ctx`` forward has none): the C ``apply`` itself."""
+    return torch._C._FunctionBase.__dict__["apply"].__get__(None, function)
+
+
+_eager_apply = _c_apply(_EagerMask)
+_eager_apply_in_place = _c_apply(_EagerMaskInPlace)
+_unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+
+
+def apply(call: MaskCall, x: Tensor, inplace: bool = False) -> Tensor:
     """``call(x)`` with eager autograd: backward, forward AD and torch.func all redraw ``call``'s mask.
+
+    ``inplace``: write into ``x`` and return it, when ``call.impl`` takes ``out=`` (eagerly, outside
+    torch.func; there the result is a new tensor, which the caller copies into ``x``).
 
     >>> from dropkit import keep_mask
     >>> def impl(x, seed, stream, p):
@@ -173,4 +224,4 @@ def apply(call: MaskCall, x: Tensor) -> Tensor:
     """
     if torch._C._are_functorch_transforms_active():
         return _Mask.apply(call, x)
-    return _EagerMask.apply(call, x)
+    return (_eager_apply_in_place if inplace else _eager_apply)(call, _unwrap_if_dead(x))

@@ -19,7 +19,16 @@ from dropkit.kernels import Launcher, launch_per_run
 from dropkit.sharding import Shard
 from dropkit.torch import _cpu
 
-__all__ = ["apply", "apply_shard", "empty_dense_like", "kernel", "new_output", "on_dense", "stride_order"]
+__all__ = [
+    "apply",
+    "apply_in_place",
+    "apply_shard",
+    "empty_dense_like",
+    "kernel",
+    "new_output",
+    "on_dense",
+    "stride_order",
+]
 
 
 def stride_order(x: Tensor) -> list[int]:
@@ -114,6 +123,19 @@ def apply(x: Tensor, p: float, seed: int, stream: int, scale: float, start: int)
     return on_dense(
         x, lambda dense, out: launcher(dense, p, seed=seed, stream=stream, scale=scale, start=start, out=out)
     )
+
+
+def apply_in_place(x: Tensor, p: float, seed: int, stream: int, scale: float, start: int) -> Tensor:
+    """:func:`apply` written into ``x``; returns ``x``.
+
+    A contiguous ``x`` is the kernel's ``out`` (float32/float64 on CPU and every CUDA dtype with no
+    temporary; CPU float16/bfloat16 through a float32 copy, as always); a strided one is staged
+    through a contiguous copy, written in place there and copied back.
+    """
+    dense = x if x.is_contiguous() else x.contiguous()
+    if _cpu.fused(dense, p, seed, stream, scale, start, out=dense) is None:
+        kernel(x.device)(dense, p, seed=seed, stream=stream, scale=scale, start=start, out=dense)
+    return x if dense is x else x.copy_(dense)
 
 
 def apply_shard(x: Tensor, p: float, seed: int, stream: int, scale: float, shard: Shard) -> Tensor:

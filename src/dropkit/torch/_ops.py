@@ -122,10 +122,15 @@ def _eager_keyed(custom, impl):
     return op
 
 
-def _dropout_impl(x: Tensor, seed: int, stream: int, p: float, scale: float, start: int) -> Tensor:
+def _dropout_impl(
+    x: Tensor, seed: int, stream: int, p: float, scale: float, start: int, out: Tensor | None = None
+) -> Tensor:
+    """``x * keep * scale``; ``out=x`` writes it into ``x`` (dense ``x`` in place, else through a copy)."""
+    start = to_unsigned(start)  # int64 at the op boundary (to_unsigned leaves an unsigned value as it is)
+    if out is not None:
+        return _launch.apply_in_place(x, p, seed, stream, scale, start)
     if not x.is_contiguous() and _launch.stride_order(x) == list(range(x.dim() - 1, -1, -1)):
         x = x.contiguous()  # the output is row-major anyway (an expanded gradient, a slice)
-    start = to_unsigned(start)  # int64 at the op boundary (to_unsigned leaves an unsigned value as it is)
     out = _cpu.fused(x, p, seed, stream, scale, start)
     return _launch.apply(x, p, seed, stream, scale, start) if out is None else out
 
@@ -146,15 +151,23 @@ def _dropout_custom(x: Tensor, p: float, seed: int, stream: int, scale: float, s
 
 
 def dropout_op(
-    x: Tensor, p: float, seed: int, stream: int, scale: float, start: int, *, drawn: bool = False
+    x: Tensor,
+    p: float,
+    seed: int,
+    stream: int,
+    scale: float,
+    start: int,
+    *,
+    drawn: bool = False,
+    inplace: bool = False,
 ) -> Tensor:
     """``x * keep * scale``; ``seed`` and ``stream`` as int64 (see ``_checks.to_signed``); ``drawn``: the
     seed was drawn for this call (``seed=None``). Eagerly the Function of :mod:`._function`, which calls
-    the kernel directly; else ``dropkit::dropout``."""
+    the kernel directly (``inplace``: into ``x``, returned); else ``dropkit::dropout``, a new tensor."""
     if not eager(x):
         return _dropout_custom(x, p, seed, stream, scale, start)
     call = MaskCall(_dropout_impl, None, to_unsigned(seed), to_unsigned(stream), (p, scale, start), drawn)
-    return _function.apply(call, x)
+    return _function.apply(call, x, inplace)
 
 
 dropout_op.custom = _dropout_custom  # the torch.library op itself (opcheck, tracers)
