@@ -26,8 +26,6 @@ import json
 import os
 import platform
 import re
-import statistics
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from dropkit._validation import check_count, check_probability, shown
+from dropkit.bench.timing import Timed, median_ms, medians_ms
 
 __all__ = ["BenchReport", "Row", "run_benchmarks"]
 
@@ -50,11 +49,10 @@ MEMORY = "memory pass"
 TORCH_HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"  # torch's switch for madvise(MADV_HUGEPAGE) on its CPU allocations
 KERNEL_HUGE_PAGES = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # always, madvise or never
 SEED = 0x5EED
-SAMPLE_SECONDS, MAX_CALLS = 2e-3, 10_000  # a shorter run repeats within a sample, up to MAX_CALLS times
-# Peak bytes a benchmark holds per float32 element: x and y, then torch's input clone, gradient, output,
-# saved mask and input gradient (the textbook method holds less). A size that needs more than the
-# machine's memory is refused before anything runs.
-BYTES_PER_ELEMENT = 32
+# Peak bytes a benchmark holds per float32 element: x, y and the gradient, then for torch and dropkit.torch
+# at once (their samples alternate) an input clone, its gradient and an output each, torch's saved mask,
+# and one call's temporaries. A size needing more than the machine's memory is refused before anything runs.
+BYTES_PER_ELEMENT = 48
 
 
 @dataclass
@@ -162,27 +160,6 @@ class BenchReport:
         return lines
 
 
-def _median_ms(run: Callable[[], Any], repeats: int, setup: Callable[[], Any] | None = None) -> float:
-    """Median wall time of one ``run()`` in ms over ``repeats`` samples, after one untimed warm-up run.
-
-    A run shorter than ``SAMPLE_SECONDS`` repeats within each sample, so a 64x64 layer's 20 µs median is
-    not one preemption's. ``setup()`` runs untimed before each run (torch's backward: a fresh graph).
-    """
-
-    def once() -> float:
-        if setup is not None:
-            setup()
-        begin = time.perf_counter()
-        run()
-        return time.perf_counter() - begin
-
-    # The warm-up pays for first-touch faults, compilation and thread start-up; a short one is timed again.
-    short = once() < SAMPLE_SECONDS
-    calls = min(MAX_CALLS, max(1, int(SAMPLE_SECONDS / max(once(), 1e-9)))) if short else 1
-    samples = [sum(once() for _ in range(calls)) / calls for _ in range(repeats)]
-    return 1e3 * statistics.median(samples)
-
-
 def _import_torch() -> Any:
     try:
         import torch
@@ -218,14 +195,14 @@ def _time_dropkit(x: np.ndarray, p: float, repeats: int) -> dict[str, float]:
         backward()
 
     return {
-        "forward": _median_ms(forward, repeats),
+        "forward": median_ms(forward, repeats),
         # What a layer's forward pays: a fresh output array, its pages faulted in by the kernel.
-        "forward, new array": _median_ms(
+        "forward, new array": median_ms(
             lambda: dropout_apply(x, p, seed=SEED, stream=1, scale=scale), repeats
         ),
-        "backward": _median_ms(backward, repeats),
-        "forward+backward": _median_ms(both, repeats),
-        "read+write": _median_ms(
+        "backward": median_ms(backward, repeats),
+        "forward+backward": median_ms(both, repeats),
+        "read+write": median_ms(
             lambda: dropout_apply(x, 0.0, seed=SEED, stream=1, scale=scale, out=y), repeats
         ),
     }
@@ -242,11 +219,8 @@ def _torch_methods(torch: Any) -> dict[str, Callable[..., Any]]:
     return methods
 
 
-def _time_autograd(
-    torch: Any, dropout: Callable[..., Any], x: np.ndarray, p: float, repeats: int
-) -> dict[str, float]:
-    """A torch-style ``dropout(tensor, p)``: forward without grad, autograd's backward, both."""
-    data, grad = torch.from_numpy(x), torch.from_numpy(x[::-1].copy())
+def _autograd_phases(dropout: Callable[..., Any], data: Any, grad: Any, p: float) -> dict[str, Timed]:
+    """A torch-style ``dropout(tensor, p)``'s phases: forward without grad, autograd's backward, both."""
     leaf = data.detach().clone().requires_grad_()
     graph: dict[str, Any] = {}
 
@@ -258,10 +232,23 @@ def _time_autograd(
         dropout(leaf, p).backward(grad)
 
     return {
-        "forward": _median_ms(lambda: dropout(data, p), repeats),
-        "backward": _median_ms(lambda: graph["y"].backward(grad), repeats, setup=fresh_forward),
-        "forward+backward": _median_ms(both, repeats, setup=lambda: setattr(leaf, "grad", None)),
+        "forward": (lambda: dropout(data, p), None),
+        "backward": (lambda: graph["y"].backward(grad), fresh_forward),
+        "forward+backward": (both, lambda: setattr(leaf, "grad", None)),
     }
+
+
+def _time_autograd(
+    torch: Any, methods: dict[str, Callable[..., Any]], x: np.ndarray, p: float, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Each method's phases (:func:`_autograd_phases`), every phase's samples taken in turns."""
+    data, grad = torch.from_numpy(x), torch.from_numpy(x[::-1].copy())
+    phases = {method: _autograd_phases(dropout, data, grad, p) for method, dropout in methods.items()}
+    times: dict[str, dict[str, float]] = {method: {} for method in methods}
+    for phase in ("forward", "backward", "forward+backward"):
+        for method, ms in medians_ms({m: timed[phase] for m, timed in phases.items()}, repeats).items():
+            times[method][phase] = ms
+    return times
 
 
 def _time_textbook(x: np.ndarray, p: float, repeats: int) -> tuple[dict[str, float], float]:
@@ -279,9 +266,9 @@ def _time_textbook(x: np.ndarray, p: float, repeats: int) -> tuple[dict[str, flo
         grad * state["mask"]
 
     times = {
-        "forward": _median_ms(forward, repeats),
-        "backward": _median_ms(lambda: grad * state["mask"], repeats),
-        "forward+backward": _median_ms(both, repeats),
+        "forward": median_ms(forward, repeats),
+        "backward": median_ms(lambda: grad * state["mask"], repeats),
+        "forward+backward": median_ms(both, repeats),
     }
     return times, state["mask"].nbytes / x.size
 
@@ -424,19 +411,20 @@ def run_benchmarks(
         for size in sizes:
             x = np.random.default_rng(size).standard_normal(size, dtype=np.float32)
             y = np.empty_like(x)
-            memory_ms = _median_ms(lambda x=x, y=y: np.multiply(x, np.float32(2.0), out=y), repeats)
+            memory_ms = median_ms(lambda x=x, y=y: np.multiply(x, np.float32(2.0), out=y), repeats)
             # torch's floor when it allocates its output, as F.dropout and every torch layer do.
             tensor = None if torch is None else torch.from_numpy(x)
             torch_memory_ms = (
-                None if torch is None else _median_ms(lambda t=tensor: torch.mul(t, 2.0), repeats)
+                None if torch is None else median_ms(lambda t=tensor: torch.mul(t, 2.0), repeats)
             )
             for p in ps:
                 if progress is not None:
                     progress(f"  {size} elements, p={p:g}")
                 times: dict[str, dict[str, float]] = {"dropkit": _time_dropkit(x, p, repeats)}
                 kept = {"dropkit": 0.0}
-                for method, dropout in ({} if torch is None else _torch_methods(torch)).items():
-                    times[method] = _time_autograd(torch, dropout, x, p, repeats)
+                methods = {} if torch is None else _torch_methods(torch)
+                times.update(_time_autograd(torch, methods, x, p, repeats) if methods else {})
+                for method, dropout in methods.items():
                     if (method, p) not in kept_autograd:  # per element, so 2**20 elements tell
                         sample = x[: min(size, 2**20)]
                         kept_autograd[method, p] = _kept_bytes_per_element(torch, dropout, sample, p)

@@ -256,7 +256,7 @@ def place(
     shard = None if location is None else location.shard
     if shard is None:
         # int(): under torch.jit.trace the sizes are traced values; a mask shape is fixed per graph
-        return Placed(location, whole(mask_shape_of(tuple(int(n) for n in input.shape))))
+        return Placed(location, whole(mask_shape_of(tuple(map(int, input.shape)))))
     try:
         global_mask = mask_shape_of(shard.global_shape)
     except ValueError as error:
