@@ -76,6 +76,19 @@ def test_numba_equals_reference_bit_for_bit(kernel_calls, dtype, n, start):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_address_entry_equals_the_reference_past_2_to_the_63(dtype):
+    # dropout_kernel_at takes int64 bit patterns: unsigned values past 2**63 arrive negative.
+    signed = [v - 2**64 if v >= 2**63 else v for v in (2**64 - 70, 2**63 + 9, 2**64 - 1)]
+    for p in (0.0, 0.3, 1.0):
+        x = data(67, dtype)
+        slow = reference.dropout_apply(x, p, seed=2**63 + 9, stream=2**64 - 1, scale=2.0, start=2**64 - 70)
+        threshold, scale = keep_threshold(p), dtype(0.0 if p == 1.0 else 2.0)
+        start, seed, stream = signed
+        cpu.dropout_kernel_at(x.ctypes.data, x.ctypes.data, x.size, start, threshold, seed, stream, scale)
+        assert x.tobytes() == slow.tobytes(), f"p={p}"  # out=x: in place
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_numba_output_is_x_times_scale_where_keep_mask_keeps(kernel_calls, dtype):
     x = data((4, 33, 5), dtype)  # a 3-D array: the mask runs over its row-major flat index
     got = dropout_apply(x, 0.3, seed=7, stream=9, scale=1 / 0.7, start=2**32 + 1)

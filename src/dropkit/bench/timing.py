@@ -34,7 +34,8 @@ def medians_ms(runs: Mapping[str, Timed], repeats: int) -> dict[str, float]:
     """Median wall time of one run of each ``(run, setup)`` in ms over ``repeats`` samples, in turns.
 
     Each run is warmed up once untimed first (the warm-up pays for first-touch page faults,
-    compilation and thread start-up); a short one is timed once more to size its samples. Then
+    compilation, loading a kernel and thread start-up), then timed once more to size its samples
+    (the warm-up's own time would say nothing: loading a numba kernel alone takes 0.5 s). Then
     round ``r`` takes sample ``r`` of every run, one after another. ``setup()`` runs untimed before
     each run (torch's backward needs a fresh forward graph).
 
@@ -43,8 +44,8 @@ def medians_ms(runs: Mapping[str, Timed], repeats: int) -> dict[str, float]:
     """
     calls = {}
     for name, timed in runs.items():
-        short = _once(timed) < SAMPLE_SECONDS
-        calls[name] = min(MAX_CALLS, max(1, int(SAMPLE_SECONDS / max(_once(timed), 1e-9)))) if short else 1
+        _once(timed)
+        calls[name] = min(MAX_CALLS, max(1, int(SAMPLE_SECONDS / max(_once(timed), 1e-9))))
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, timed in runs.items():

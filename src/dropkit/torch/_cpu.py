@@ -5,6 +5,7 @@ contiguous float32/float64). float16 and bfloat16 data are widened to float32, w
 formed anyway by the rounding rule of :mod:`dropkit.kernels.reference`, and rounded once back to
 the data type; bfloat16, which NumPy lacks, needs no mask code of its own that way. Large outputs
 are advised huge pages before their first touch (:func:`advise_huge_pages`), as NumPy's arrays are.
+The hot path, :func:`fused`, hands small tensors to the kernel by address instead (no views).
 """
 
 from __future__ import annotations
