@@ -95,7 +95,7 @@ def test_a_newline_in_an_argument_or_path_stays_on_one_line(argv, tmp_path, monk
     [
         (
             ["--sizes", "2**50"],
-            r"sizes: 1125899906842624 elements need about 32.0 PiB for the benchmark's arrays",
+            r"sizes: 1125899906842624 elements need about 48.0 PiB for the benchmark's arrays",
         ),
         (["--sizes", "99999999999999999999"], r"sizes: 99999999999999999999 elements need about"),
         (["--ps", "nan"], r"ps must be drop probabilities in \[0, 1\): dropout probability has to be"),
