@@ -82,6 +82,49 @@ def test_jit_trace_draws_a_fresh_mask_per_call_and_follows_manual_seed():
     assert torch.equal(traced(x), first)
 
 
+def test_jit_trace_of_seeded_layers_draws_the_next_stream_per_call():
+    first, second = dt.Dropout(0.5, seed=7), dt.Dropout(0.5, seed=9)
+    x = torch.ones(4, 8)
+    traced = _trace(nn.Sequential(first, nn.Identity(), second), x)
+    assert (first.calls, second.calls) == (1, 1)  # the trace ran the forward once, and that call counts
+    for stream in range(1, 4):
+        expected = _expected((4, 8), 0.5, 7, stream) * _expected((4, 8), 0.5, 9, stream)
+        assert torch.equal(traced(x), expected)
+    assert (first.calls, second.calls) == (4, 4)  # the graph advances the modules' own counters
+
+
+def test_jit_trace_with_its_default_check_traces_a_drawn_seed_model():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's check warns that a fresh mask per call differs
+        traced = torch.jit.trace(nn.Sequential(nn.Linear(4, 8), dt.Dropout(0.5)), torch.ones(2, 4))
+    assert not torch.equal(traced(torch.ones(2, 4)), traced(torch.ones(2, 4)))
+
+
+SCRIPTABLE = [
+    dt.Dropout(0.3, seed=2**64 - 1),
+    dt.Dropout(0.3, inplace=True),
+    dt.Dropout1d(0.2),
+    dt.Dropout2d(0.2),
+    dt.Dropout3d(0.2),
+    dt.AlphaDropout(0.2),
+    dt.FeatureAlphaDropout(0.2),
+    dt.DropPath(0.1),
+    dt.LockedDropout(0.2),
+    dt.GaussianDropout(0.2),
+    dt.DropBlock2d(0.1, 3),
+]
+
+
+@pytest.mark.parametrize("layer", SCRIPTABLE, ids=lambda layer: type(layer).__name__)
+def test_jit_script_compiles_dropkit_layers_as_their_eval_mode_identity(layer):
+    scripted = torch.jit.script(nn.Sequential(nn.Identity(), layer).eval())
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(scripted(x), x)
+    scripted.train()
+    with pytest.raises(torch.jit.Error, match=r"eval mode only.*revert"):
+        scripted(x)
+
+
 def test_torch_export_draws_a_fresh_mask_per_call():
     x = torch.ones(4, 16)
     program = torch.export.export(nn.Sequential(dt.Dropout(0.5)), (x,))
