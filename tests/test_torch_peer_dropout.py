@@ -25,8 +25,9 @@ harness's CUDA-only checks do; the device tests are instantiated for the CPU onl
 ``common_utils.SEED`` (1234) before every test.
 
 The statistical bounds are torch's (0.05 and 0.1 on means and standard deviations of 10**3..10**6
-outputs). The whole file takes about 4 s on the 2-core development machine, most of it
-``_test_dropout_stride_mean_preserve`` (24 permutations x 4 shifts x 4 rates).
+outputs). On the 2-core development machine the tests take 0.9-1.5 s (``test_Dropout_cpu``, with the
+24 x 4 x 4 stride loop, 0.3 s), the file 6.7 s with the imports of torch's harness
+(``python -m pytest tests/test_torch_peer_dropout.py --durations=0``).
 
 PyTorch's licence, whose conditions the copied test code keeps:
 
