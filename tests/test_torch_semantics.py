@@ -8,6 +8,7 @@ sqrt(0.8 * 0.2 / 1000) = 0.0126, so torch's tolerance 0.05 is 4 sigma; seeds are
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import dropkit.kernels  # noqa: E402
 import dropkit.torch  # noqa: E402
 from dropkit.torch import Dropout, _launch, dropout  # noqa: E402
 
@@ -279,3 +281,26 @@ def test_large_cpu_outputs_are_advised_huge_pages_before_their_first_touch(monke
     calls.clear()
     dropout(torch.randn(1000), 0.5, seed=1)
     assert calls == []  # small outputs are left alone
+
+
+_THREADS = """
+import numba, torch
+torch.set_num_threads({torch_threads})
+from dropkit.torch import dropout
+large = torch.ones(1 << 17)  # past one task of 64K elements: the parallel kernel
+dropout(large, 0.5, seed=0)
+print(torch.get_num_threads(), numba.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not dropkit.kernels.numba_available(), reason="needs numba")
+@pytest.mark.parametrize(
+    ("numba_threads", "torch_threads", "expected"),
+    [(2, 1, "1 1"), (2, 2, "2 2"), (1, 2, "2 1")],
+)
+def test_numba_kernels_run_on_torchs_thread_count_and_leave_it_alone(numba_threads, torch_threads, expected):
+    # A fresh process: numba's pool starts on dropkit.torch's import, which used to reset torch's count.
+    env = {**os.environ, "NUMBA_NUM_THREADS": str(numba_threads)}
+    code = _THREADS.format(torch_threads=torch_threads)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split("\n")[-2] == expected  # torch's count as set, numba's min(torch, its pool)

@@ -9,6 +9,7 @@ Statistical tests state their bound and why it holds; all seeds are fixed.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 
@@ -74,8 +75,8 @@ VARIANTS = {
         lambda x, **k: dropkit.channel_dropout(x, 0.3, spatial_dims=2, **k),
         (3, 5, 2, 3),
     ),
-    "dropout2d-unbatched": (
-        lambda x, **k: F.dropout2d(x, 0.3, **k),
+    "dropout2d-channel_dropout-unbatched": (
+        lambda x, **k: F.channel_dropout(x, 0.3, **k),
         lambda x, **k: dropkit.channel_dropout(x, 0.3, spatial_dims=2, **k),
         (5, 2, 3),
     ),
@@ -83,6 +84,11 @@ VARIANTS = {
         lambda x, **k: F.dropout3d(x, 0.3, **k),
         lambda x, **k: dropkit.channel_dropout(x, 0.3, spatial_dims=3, **k),
         (2, 5, 2, 1, 3),
+    ),
+    "dropout3d-unbatched": (
+        lambda x, **k: F.dropout3d(x, 0.3, **k),
+        lambda x, **k: dropkit.channel_dropout(x, 0.3, spatial_dims=3, **k),
+        (5, 2, 1, 3),
     ),
     "locked": (
         lambda x, **k: F.locked_dropout(x, 0.4, **k),
@@ -517,20 +523,8 @@ def test_gaussian_noise_has_mean_one_and_variance_p_over_one_minus_p():
 # --- errors ----------------------------------------------------------------------------------
 
 RANK_ERRORS = [
-    (F.dropout1d, Dropout1d, 4, r"dropout1d: Expected 2D or 3D input, but received a 4D input"),
-    (F.dropout1d, Dropout1d, 1, r"dropout1d: Expected 2D or 3D input, but received a 1D input"),
-    (F.dropout2d, Dropout2d, 5, r"dropout2d: Expected 3D or 4D input, but received a 5D input"),
-    (F.dropout2d, Dropout2d, 2, r"dropout2d: Expected 3D or 4D input, but received a 2D input"),
-    (F.dropout3d, Dropout3d, 6, r"dropout3d: Expected 4D or 5D input, but received a 6D input"),
-    (F.dropout3d, Dropout3d, 3, r"dropout3d: Expected 4D or 5D input, but received a 3D input"),
     (F.locked_dropout, LockedDropout, 1, r"locked dropout expects x of shape"),
     (F.drop_path, DropPath, 0, r"drop path expects x with a batch dimension, got a 0D input"),
-    (
-        lambda x, p, **k: F.feature_alpha_dropout(x, p, True, **k),
-        FeatureAlphaDropout,
-        1,
-        r"feature alpha dropout expects x of shape \(N, C, \.\.\.\), got a 1D input",
-    ),
     (
         lambda x, p, **k: F.drop_block2d(x, p, 3, **k),
         lambda p, **k: DropBlock2d(p, 3, **k),
@@ -554,15 +548,117 @@ def test_bad_ranks_are_value_errors_always_and_move_no_counter(form, make, rank,
     assert module.calls == 0
 
 
-def test_dropout2d_takes_a_3d_input_as_unbatched_without_a_warning():
+def torch_says(fn, *args, **kwargs):
+    """What ``fn(*args, **kwargs)`` does, as torch's outcome: ``("ok", shape)`` or ``(error type,
+    message)``, and the warnings' categories and messages."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            outcome = ("ok", tuple(fn(*args, **kwargs).shape))
+        except (RuntimeError, ValueError) as error:
+            outcome = (type(error).__name__, str(error))
+    return outcome, [(w.category, str(w.message)) for w in caught]
+
+
+TORCH_TWINS = [
+    (nn.functional.dropout1d, F.dropout1d, nn.Dropout1d, Dropout1d),
+    (nn.functional.dropout2d, F.dropout2d, nn.Dropout2d, Dropout2d),
+    (nn.functional.dropout3d, F.dropout3d, nn.Dropout3d, Dropout3d),
+    (
+        nn.functional.feature_alpha_dropout,
+        F.feature_alpha_dropout,
+        nn.FeatureAlphaDropout,
+        FeatureAlphaDropout,
+    ),
+    (nn.functional.alpha_dropout, F.alpha_dropout, nn.AlphaDropout, AlphaDropout),
+]
+
+
+@pytest.mark.parametrize(("torch_fn", "fn", "torch_cls", "cls"), TORCH_TWINS, ids=lambda t: t.__name__)
+@pytest.mark.parametrize("rank", range(7))
+def test_every_rank_errs_and_warns_exactly_as_torch_does(torch_fn, fn, torch_cls, cls, rank):
+    # torch 2.13 itself is the oracle: dropout1d's RuntimeError for ranks but 2 and 3, even out of
+    # training; dropout2d/3d's deprecation warnings (and dropout2d's 3-D one), also out of training;
+    # "Feature dropout requires at least 2 dimensions" only when noise is drawn (training, 0 < p < 1,
+    # non-empty); torch's ValueError for p first.
+    for size in (2, 0):
+        x = torch.ones((size,) * rank)
+        for p, training, inplace in itertools.product((0.5, 0.0, 1.0, 1.5), (True, False), (False, True)):
+            expected = torch_says(torch_fn, x.clone(), p, training, inplace)
+            assert torch_says(fn, x.clone(), p, training, inplace) == expected
+            assert torch_says(fn, x.clone(), p, training, inplace, seed=1, stream=2) == expected
+        for p, training in itertools.product((0.5, 0.0, 1.0), (True, False)):
+            expected = torch_says(torch_cls(p).train(training), x)
+            assert torch_says(cls(p).train(training), x) == expected
+            module = cls(p, seed=1).train(training)
+            assert torch_says(module, x) == expected
+            accepted = expected[0][0] == "ok"
+            assert module.calls == int(accepted and training)  # a refused call moves no counter
+
+
+def test_torch_warnings_point_at_the_caller():
+    # torch warns with stacklevel=2, at the code that called dropout2d; dropkit skips its own frames
+    # (and torch's, for a module called through nn.Module.__call__ or a Sequential) to the same place.
+    x = torch.ones(2, 3, 4)
+    for call in (
+        lambda: F.dropout2d(x, 0.5, seed=1),
+        lambda: Dropout2d(0.5)(x),
+        lambda: nn.Sequential(Dropout3d(0.5)).eval()(x),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        assert [w.filename for w in caught] and {w.filename for w in caught} == {__file__}
+
+
+@pytest.mark.parametrize(
+    ("form", "shape", "mask_shape"),
+    [
+        (F.dropout1d, (6, 5), (6, 1)),  # unbatched (C, L)
+        (F.dropout2d, (4, 6, 5), (4, 6, 1)),  # 3-D is (N, C, L), with a warning
+        (F.dropout2d, (4, 6), (4, 6)),  # 2-D: one decision per element, with a warning
+        (F.dropout2d, (2, 3, 2, 2, 2), (2, 3, 1, 1, 1)),  # 5-D: (N, C, ...), with a warning
+        (F.dropout3d, (4, 3, 2, 2), (4, 1, 1, 1)),  # unbatched (C, D, H, W)
+        (F.dropout3d, (4, 3, 2), (4, 1, 1)),  # not 5-D: a batch of one is prepended, dim 0 is C
+        (F.dropout3d, (4, 3, 2, 2, 2, 2), (4, 1, 1, 1, 1, 1)),
+        (F.dropout3d, (5,), (5,)),
+    ],
+)
+def test_the_mask_is_the_contracts_over_torchs_reading_of_the_shape(form, shape, mask_shape):
+    x = data(shape, torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y = form(x, 0.5, seed=6, stream=3)
+    keep = torch.from_numpy(np.broadcast_to(keep_mask(mask_shape, 0.5, seed=6, stream=3), shape).copy())
+    assert torch.equal(y != 0, keep)
+
+
+def test_dropout2d_reads_a_3d_input_as_n_c_l_and_warns_as_torch():
     x = data((5, 3, 4), torch.float64)
+    with pytest.warns(UserWarning, match="assuming that channel-wise 1D dropout behavior is desired"):
+        y = Dropout2d(0.5, seed=1)(x)
+    assert torch.equal(y, F.dropout1d(x, 0.5, seed=1, stream=0))
+    assert torch.equal(
+        y != 0, torch.from_numpy(np.broadcast_to(keep_mask((5, 3, 1), 0.5, seed=1), (5, 3, 4)).copy())
+    )
+    # channel_dropout is the unambiguous form: its rank says (C, H, W), and nothing warns.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        y = Dropout2d(0.5, seed=1)(x)
-    assert torch.equal(y, F.dropout2d(x.unsqueeze(0), 0.5, seed=1, stream=0).squeeze(0))
-    assert torch.equal(
-        y != 0, torch.from_numpy(np.broadcast_to(keep_mask((5, 1, 1), 0.5, seed=1), (5, 3, 4)).copy())
+        z = F.channel_dropout(x, 0.5, seed=1)
+    assert torch.equal(z, F.dropout2d(x.unsqueeze(0), 0.5, seed=1).squeeze(0))
+
+
+@pytest.mark.parametrize(("spatial_dims", "rank"), [(1, 4), (1, 1), (2, 5), (2, 2), (3, 6), (3, 3)])
+def test_channel_dropout_keeps_its_value_error_for_other_ranks_and_never_warns(spatial_dims, rank):
+    message = (
+        f"dropout{spatial_dims}d: Expected {spatial_dims + 1}D or {spatial_dims + 2}D input, "
+        f"but received a {rank}D input"
     )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for p, training in ((0.5, True), (0.0, True), (0.5, False)):  # before the identity cases too
+            with pytest.raises(ValueError, match=message):
+                F.channel_dropout(torch.ones((2,) * rank), p, training, spatial_dims=spatial_dims, seed=1)
 
 
 FUNCTIONS_AND_MODULES = [
@@ -670,7 +766,9 @@ def test_torch_dropoutNd(cls, shape, memory_format):
 
 
 @pytest.mark.parametrize(
-    ("cls", "unbatched"), [(Dropout1d, (50, 2)), (Dropout2d, (50, 2, 3)), (Dropout3d, (50, 2, 2, 2))]
+    # Not Dropout2d: torch reads its 3-D input as (N, C, L), and torch's own test leaves it out too.
+    ("cls", "unbatched"),
+    [(Dropout1d, (50, 2)), (Dropout3d, (50, 2, 2, 2))],
 )
 @pytest.mark.parametrize("inplace", [False, True])
 def test_torch_dropoutNd_no_batch(cls, unbatched, inplace):

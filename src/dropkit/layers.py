@@ -112,6 +112,16 @@ def channel_mask_shape(shape: Shape, spatial_dims: int) -> Shape:
     return shape[: len(shape) - spatial_dims] + (1,) * spatial_dims
 
 
+def feature_mask_shape(shape: Shape) -> Shape:
+    """torch's feature-noise shape (ATen's ``feature_dropout``, ``feature_alpha_dropout``):
+    ``(N, C, *rest)`` -> ``(N, C, 1, ...)`` whatever the rank; a shape below 2-D is its own (callers check).
+
+    >>> feature_mask_shape((8, 3, 5, 5)), feature_mask_shape((8, 3)), feature_mask_shape((4,))
+    ((8, 3, 1, 1), (8, 3), (4,))
+    """
+    return shape[:2] + (1,) * (len(shape) - 2)
+
+
 def locked_mask_shape(shape: Shape, batch_first: bool) -> Shape:
     """``(T, N, H)`` -> ``(1, N, H)``; with ``batch_first`` ``(N, T, H)`` -> ``(N, 1, H)``."""
     time_dim = 1 if batch_first else 0

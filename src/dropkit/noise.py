@@ -24,7 +24,7 @@ from dropkit._validation import (
     check_shard_arguments,
 )
 from dropkit.kernels.reference import compute_dtype
-from dropkit.layers import Shape, masked_dropout
+from dropkit.layers import Shape, feature_mask_shape, masked_dropout
 from dropkit.philox import keep_mask, random_bits, random_range
 from dropkit.sharding import Shard
 
@@ -142,7 +142,7 @@ def alpha_mask_shape(shape: Shape, feature: bool) -> Shape:
         return shape
     if len(shape) < 2:
         raise ValueError(f"feature alpha dropout expects x of shape (N, C, ...), got a {len(shape)}D input")
-    return shape[:2] + (1,) * (len(shape) - 2)
+    return feature_mask_shape(shape)
 
 
 def _alpha_apply(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:

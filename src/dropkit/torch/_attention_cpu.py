@@ -25,6 +25,7 @@ from torch import Tensor
 
 from dropkit.layers import inverted_scale
 from dropkit.sharding import Shard
+from dropkit.torch._cpu import follow_torch_threads
 
 __all__ = ["TILE_ELEMENTS", "backward", "forward"]
 
@@ -87,6 +88,7 @@ def _scores(geometry: _Geometry, qs: Tensor, kt: Tensor, bias: Tensor | None, r0
 
 def _drop(tile: Tensor, out: Tensor, p: float, seed: int, stream: int, shard: Shard) -> Tensor:
     """``out = tile * keep * (1 / (1 - p))``, ``keep`` the contract's mask of the tile's shard."""
+    follow_torch_threads()
     array, out_array = (x.numpy().reshape(shard.local_shape) for x in (tile, out))
     shard.dropout_apply(array, p, seed=seed, stream=stream, scale=inverted_scale(p), out=out_array)
     return out

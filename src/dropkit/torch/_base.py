@@ -95,6 +95,9 @@ class Stochastic(nn.Module):
 
     stochastic = True  # dropkit.torch.mc_dropout turns on every module that says so
     inplace = False
+    # What torch.jit.script must not compile: the seed may exceed TorchScript's int64.
+    __jit_ignored_attributes__ = ("seed",)
+    __jit_unused_properties__ = ("calls",)
 
     def __init__(self, p: float, *, seed: int | None) -> None:
         super().__init__()
@@ -123,10 +126,16 @@ class Stochastic(nn.Module):
 
     def _stream(self) -> int | Tensor:
         """This call's stream: a Python int eagerly, a run-time tensor in a compiled or traced graph."""
-        return int(self._calls) if eager_context() else self._calls.clone()
+        if eager_context():
+            return int(self._calls)
+        if torch.jit.is_tracing():
+            return _ops.take_call_op(self._calls)  # counts the call too, when the traced graph runs
+        return self._calls.clone()
 
     def _counted(self, output: Tensor) -> Tensor:
         """Count a training call once it has succeeded, so a rejected call moves nothing."""
+        if torch.jit.is_tracing():
+            return output  # counted by the recorded take_call_ (a trace drops this add_)
         if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is None:
             self._calls.add_(1)
         else:  # torch.func forbids mutating a captured tensor; the counter is state, not data
@@ -145,14 +154,29 @@ class Stochastic(nn.Module):
     def forward(
         self,
         input: Tensor,
-        *,
-        global_shape: Sequence[int] | None = None,
-        offsets: Sequence[int] | None = None,
+        global_shape: list[int] | None = None,
+        offsets: list[int] | None = None,
     ) -> Tensor:
         """The layer in training (a fresh mask per call); ``input`` itself in eval or at ``p == 0``.
 
         ``global_shape``, ``offsets``: ``input`` is that slice of a global tensor (docs/distributed.md).
+        Under ``torch.jit.script`` the layer is its eval-mode self, the identity (and these two are
+        not keyword-only: TorchScript compiles no keyword-only argument).
         """
+        if torch.jit.is_scripting():
+            if self.training:
+                raise RuntimeError(
+                    "a dropkit module compiled by torch.jit.script runs in eval mode only (its "
+                    "training mask comes from dropkit's kernels, which TorchScript cannot call); call "
+                    ".eval(), or script dropkit.torch.revert(model) to train with torch's dropout"
+                )
+            return input
+        else:
+            return self._forward(input, global_shape, offsets)
+
+    def _forward(
+        self, input: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None
+    ) -> Tensor:
         if isinstance(input, torch.fx.Proxy):  # a leaf of torch.fx graphs, as torch's dropout modules are
             kwargs = {} if global_shape is None else {"global_shape": global_shape, "offsets": offsets}
             return input.tracer.create_proxy(

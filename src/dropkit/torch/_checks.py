@@ -16,6 +16,7 @@ from dropkit._validation import check_uint64
 
 __all__ = [
     "FLOAT_DTYPES",
+    "check_feature_rank",
     "check_inplace",
     "check_input",
     "check_seed_and_stream",
@@ -45,6 +46,13 @@ def check_input(input: Tensor) -> None:
     if input.dtype not in FLOAT_DTYPES:
         accepted = "float16, bfloat16, float32 or float64"
         raise TypeError(f"input must be a floating-point tensor ({accepted}), got {input.dtype}")
+
+
+def check_feature_rank(rank: int, p: float, training: bool, numel: int) -> None:
+    """torch's feature-dropout rank check, where ATen makes it: only when noise is drawn (training,
+    ``0 < p < 1``, a non-empty input); ``rank`` is the rank torch draws the noise for."""
+    if rank < 2 and training and 0.0 < p < 1.0 and numel > 0:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
 
 
 def check_inplace(input: Tensor, inplace: bool) -> None:

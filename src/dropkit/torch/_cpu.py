@@ -60,6 +60,42 @@ def advise_huge_pages(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def _start_numba_keeping_torch_threads() -> None:
+    """Import numba's kernels now, restoring torch's thread count after numba's pool starts.
+
+    With numba's OpenMP threading layer, numba and torch share one OpenMP runtime, and starting
+    numba's pool sets the calling thread's OpenMP thread count -- the one ``torch.get_num_threads()``
+    reports -- to ``NUMBA_NUM_THREADS``: a ``torch.set_num_threads(1)`` made before would be undone
+    by the first dropout.
+    """
+    threads = torch.get_num_threads()
+    kernels.numba_available()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+_start_numba_keeping_torch_threads()
+
+
+def follow_torch_threads() -> None:
+    """Run numba's parallel kernels on torch's thread count (``torch.set_num_threads``), at most the
+    ``NUMBA_NUM_THREADS`` numba's pool has; numba's setting is per calling thread, and so is this.
+
+    Two pools sized apart oversubscribe the cores: with torch on one thread and numba on every core,
+    a converted BERT training step took 5x torch's (docs/torch.md).
+    """
+    if not kernels.numba_available():
+        return
+    import numba  # imported by numba_available()
+
+    threads = torch.get_num_threads()
+    wanted = min(threads, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != wanted:
+        numba.set_num_threads(wanted)
+        if torch.get_num_threads() != threads:  # the shared OpenMP count moved with numba's
+            torch.set_num_threads(threads)
+
+
 def on_numpy(
     x: torch.Tensor, out: torch.Tensor, apply: Callable[[np.ndarray, np.ndarray], object]
 ) -> torch.Tensor:
@@ -88,6 +124,7 @@ def dropout_apply(
         out: contiguous CPU tensor of ``x``'s shape and dtype, written in full.
     """
     kwargs = {"seed": seed, "stream": stream, "scale": scale, "start": start}
+    follow_torch_threads()
     return on_numpy(x, out, lambda array, out_array: _numpy_dropout_apply(array, p, out=out_array, **kwargs))
 
 
@@ -135,6 +172,7 @@ def fused(
         start, seed, stream = (v - _UINT64 if v >= _INT64_END else v for v in (start, seed, stream))
         cpu.dropout_kernel_at(x.data_ptr(), out.data_ptr(), n, start, threshold, seed, stream, dtype(scale))
         return out
+    follow_torch_threads()
     integers = (np.uint64(v) for v in (start, threshold, seed, stream))
     kernel_out = out.detach().numpy().reshape(-1)
     cpu.dropout_kernel(x.detach().numpy().reshape(-1), kernel_out, *integers, float(scale))

@@ -16,11 +16,12 @@ from torch import Tensor
 from dropkit._validation import check_positive_int, check_probability
 from dropkit.dropblock import check_block, dropped_blocks, fitted_blocks, normal_words
 from dropkit.torch import _ops
-from dropkit.torch._base import Apply, Stochastic, on_local, run
+from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run
 from dropkit.torch._checks import check_input
-from dropkit.torch._placement import Location, Placed, locate, whole
+from dropkit.torch._function import eager
+from dropkit.torch._placement import Location, Placed, locate, static_shape, whole
 
-__all__ = ["DropBlock2d", "block_layout", "drop_block2d", "masked"]
+__all__ = ["DropBlock2d", "block_layout", "check_peer_block", "drop_block2d", "masked", "peer_drop_block"]
 
 
 def _drop_block(
@@ -36,7 +37,7 @@ def _drop_block(
     def op(x: Tensor, key: Tensor) -> Tensor:
         return _ops.drop_block2d_op(x, key, p, block_size, float(gamma_scale), batchwise)
 
-    return on_local(op, input, Placed(location, whole(tuple(input.shape))), seed, stream)
+    return on_local(op, input, Placed(location, whole(static_shape(input))), seed, stream)
 
 
 def plan_drop_block(
@@ -233,6 +234,90 @@ def block_layout(
         return keep * (keep.numel() / (eps + keep.sum())), None
 
     return factor_of
+
+
+@torch.library.custom_op("dropkit::peer_drop_block", mutates_args=())
+def _peer_drop_block_custom(
+    x: Tensor,
+    key: Tensor,
+    p: float,
+    block_size: int,
+    layout: str,
+    gamma_scale: float,
+    couple_channels: bool,
+    scale_by_keep: bool,
+    with_noise: bool,
+    eps: float,
+    derivative: bool,
+) -> Tensor:
+    """The peers' DropBlock, ``x * factor + noise``, at the int64 key ``(seed, stream)``; with
+    ``derivative``, ``x * factor`` (its own backward: the factor is the derivative)."""
+    seed, stream = _ops.unpack_key(key)
+    options = {"gamma_scale": gamma_scale, "couple_channels": couple_channels, "eps": eps}
+    factor, noise = block_layout(
+        x,
+        p,
+        block_size,
+        layout=layout,
+        scale_by_keep=scale_by_keep,
+        with_noise=with_noise,
+        seed=seed,
+        stream=stream,
+        **options,
+    )()
+    y = x * factor
+    return y if derivative or noise is None else y + noise
+
+
+@_peer_drop_block_custom.register_fake
+def _peer_drop_block_fake(x: Tensor, key: Tensor, *args) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _peer_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[1])  # the 16-byte key, never the factor
+    ctx.args = inputs[2:-1]
+
+
+def _peer_backward(ctx, grad: Tensor):
+    (key,) = ctx.saved_tensors
+    return _peer_drop_block_custom(grad, key, *ctx.args, True), *(None for _ in range(10))
+
+
+_peer_drop_block_custom.register_autograd(_peer_backward, setup_context=_peer_setup_context)
+
+
+def peer_drop_block(
+    x: Tensor,
+    p: float,
+    block_size: int,
+    inplace: bool,
+    seed: int | None,
+    stream: int | Tensor,
+    *,
+    layout: str,
+    gamma_scale: float = 1.0,
+    couple_channels: bool = False,
+    scale_by_keep: bool = True,
+    with_noise: bool = False,
+    eps: float = 1e-6,
+) -> Tensor:
+    """The peers' DropBlock (:func:`block_layout`) at ``(seed, stream)``, ``seed=None`` drawing one.
+
+    Eagerly the Function that replays the factor in backward, into ``x`` when ``inplace``; under a
+    tracer or compiler (or with a run-time counter) ``dropkit::peer_drop_block``, which they record.
+    """
+    options = {"gamma_scale": gamma_scale, "couple_channels": couple_channels, "eps": eps}
+    options |= {"scale_by_keep": scale_by_keep, "with_noise": with_noise}
+    if eager(x) and not isinstance(stream, Tensor):
+        seed = _ops.fresh_seed() if seed is None else seed
+        factor_of = block_layout(x, p, block_size, layout=layout, seed=seed, stream=stream, **options)
+        return masked(x, factor_of, inplace)
+    key = _ops.key_tensor(seed, stream)
+    y = _peer_drop_block_custom(
+        x, key, p, block_size, layout, gamma_scale, couple_channels, scale_by_keep, with_noise, eps, False
+    )
+    return copy_if(inplace, x, y)
 
 
 def check_peer_block(x: Tensor, block_size: object, spatial: int, name: str) -> None:

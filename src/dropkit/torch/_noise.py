@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from dropkit._validation import check_probability
-from dropkit.noise import alpha_mask_shape, check_gaussian_p
+from dropkit.layers import feature_mask_shape
+from dropkit.noise import check_gaussian_p
 from dropkit.torch import _ops
 from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run, traceable
-from dropkit.torch._checks import check_input
+from dropkit.torch._checks import check_feature_rank, check_input
 from dropkit.torch._placement import Placed, place
 
 __all__ = [
@@ -98,15 +99,19 @@ def _alpha(
 def plan_alpha(
     input: Tensor,
     p: float,
+    training: bool,
     inplace: bool,
     feature: bool,
     *,
     global_shape: Sequence[int] | None = None,
     offsets: Sequence[int] | None = None,
 ) -> Apply:
-    """Alpha dropout (per element, or per channel when ``feature``), keeping SELU's mean and variance."""
+    """Alpha dropout (per element, or per channel of ``(N, C, ...)`` when ``feature``, with torch's rank
+    check), keeping SELU's mean and variance."""
     check_input(input)
-    placed = place(input, lambda shape: alpha_mask_shape(shape, feature), global_shape, offsets)
+    if feature:
+        check_feature_rank(input.dim(), p, training, input.numel())
+    placed = place(input, feature_mask_shape if feature else lambda shape: shape, global_shape, offsets)
     dtensor = placed.location is not None and placed.location.dtensor
     if dtensor and any(placement.is_partial() for placement in input.placements):
         raise ValueError(
@@ -143,7 +148,7 @@ def alpha_dropout(
     (True, True)
     """
     p = check_probability(p)
-    apply = plan_alpha(input, p, inplace, False, global_shape=global_shape, offsets=offsets)
+    apply = plan_alpha(input, p, training, inplace, False, global_shape=global_shape, offsets=offsets)
     return run(input, p, training, inplace, seed, stream, apply)
 
 
@@ -160,9 +165,16 @@ def feature_alpha_dropout(
     offsets: Sequence[int] | None = None,
 ) -> Tensor:
     """:func:`alpha_dropout` of whole channels (torch's ``F.feature_alpha_dropout``): the mask is
-    drawn over ``(N, C, 1, ...)`` of an ``(N, C, ...)`` input."""
+    drawn over ``(N, C, 1, ...)`` of an ``(N, C, ...)`` input. Below 2-D a call that draws raises
+    torch's ``RuntimeError: Feature dropout requires at least 2 dimensions in the input``; out of
+    training, at ``p == 0`` or ``p == 1`` any rank passes, as in torch.
+
+    >>> y = feature_alpha_dropout(torch.zeros(2, 3, 4), 0.5, True, seed=0)
+    >>> bool((y == y[:, :, :1]).all())
+    True
+    """
     p = check_probability(p)
-    apply = plan_alpha(input, p, inplace, True, global_shape=global_shape, offsets=offsets)
+    apply = plan_alpha(input, p, training, inplace, True, global_shape=global_shape, offsets=offsets)
     return run(input, p, training, inplace, seed, stream, apply)
 
 
@@ -224,7 +236,13 @@ class AlphaDropout(Stochastic, nn.AlphaDropout):
         self, input: Tensor, global_shape: Sequence[int] | None, offsets: Sequence[int] | None
     ) -> Apply:
         return plan_alpha(
-            input, self.p, self.inplace, self.feature, global_shape=global_shape, offsets=offsets
+            input,
+            self.p,
+            self.training,
+            self.inplace,
+            self.feature,
+            global_shape=global_shape,
+            offsets=offsets,
         )
 
     def extra_repr(self) -> str:

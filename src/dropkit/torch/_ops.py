@@ -48,6 +48,7 @@ __all__ = [
     "key_tensor",
     "mask_args",
     "shaped_dropout_op",
+    "take_call_op",
     "unpack_key",
 ]
 
@@ -210,6 +211,23 @@ def draw_seed_op(out: Tensor) -> None:
 @draw_seed_op.register_fake
 def _draw_seed_fake(out: Tensor) -> None:
     return None
+
+
+@torch.library.custom_op("dropkit::take_call_", mutates_args=("calls",))
+def take_call_op(calls: Tensor) -> Tensor:
+    """This call's stream: the int64 scalar counter ``calls``, returned as it was, then advanced by one.
+
+    For ``torch.jit.trace``, which keeps a module's counter as a constant shared with the module: a
+    recorded op reads and advances it each time the traced graph runs (an ``add_`` would be dropped).
+    """
+    stream = calls.clone()
+    calls.add_(1)
+    return stream
+
+
+@take_call_op.register_fake
+def _take_call_fake(calls: Tensor) -> Tensor:
+    return torch.empty_like(calls)
 
 
 def key_tensor(seed: int | None, stream: int | Tensor) -> Tensor:

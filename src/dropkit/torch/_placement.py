@@ -37,6 +37,7 @@ __all__ = [
     "override",
     "place",
     "rank_stream",
+    "static_shape",
     "to_local",
     "whole",
 ]
@@ -225,6 +226,12 @@ def from_local(output: Tensor, input: Tensor, location: Location | None) -> Tens
     )
 
 
+def static_shape(x: Tensor) -> Shape:
+    """``x``'s shape as Python ints: under ``torch.jit.trace`` the sizes are traced values, and a mask
+    shape is fixed per traced graph."""
+    return tuple(map(int, x.shape))
+
+
 @functools.lru_cache(maxsize=256)  # a Shard checks its geometry when made; layers see few shapes
 def whole(shape: Shape) -> Shard:
     """The shard that is all of a tensor of ``shape``: an unsharded input's mask."""
@@ -255,8 +262,7 @@ def place(
     location = locate(input, global_shape, offsets, batched=batched)
     shard = None if location is None else location.shard
     if shard is None:
-        # int(): under torch.jit.trace the sizes are traced values; a mask shape is fixed per graph
-        return Placed(location, whole(mask_shape_of(tuple(map(int, input.shape)))))
+        return Placed(location, whole(mask_shape_of(static_shape(input))))
     try:
         global_mask = mask_shape_of(shard.global_shape)
     except ValueError as error:

@@ -1,10 +1,11 @@
 """``revert(model)``: dropkit's dropout modules back to torch's own, for deployment.
 
-A model trained with dropkit's layers is an ordinary ``nn.Module`` tree, but ``torch.jit.script``
-cannot compile dropkit's Python forward (it calls NumPy and numba kernels). :func:`revert` swaps each
-module that has a torch twin for that twin (same ``p``, ``inplace`` and training mode), so the model
-scripts, and each eval-mode identity without a twin (locked, drop-path, Gaussian, DropBlock) for
-``nn.Identity``, which is what it computes at inference.
+A model trained with dropkit's layers is an ordinary ``nn.Module`` tree. ``torch.jit.script``
+compiles dropkit's dropout modules only as their eval-mode identity: their training forward calls
+NumPy and numba kernels. :func:`revert` swaps each module that has a torch twin for that twin (same
+``p``, ``inplace`` and training mode), so the scripted model can train too, and each eval-mode
+identity without a twin (locked, drop-path, Gaussian, DropBlock) for ``nn.Identity``, which is what it
+computes at inference.
 """
 
 from __future__ import annotations

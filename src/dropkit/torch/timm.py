@@ -18,9 +18,8 @@ from typing import Any
 from torch import Tensor
 
 from dropkit._validation import check_probability
-from dropkit.torch import _ops
 from dropkit.torch._base import Apply, Stochastic, run
-from dropkit.torch._dropblock import block_layout, check_peer_block, masked
+from dropkit.torch._dropblock import check_peer_block, peer_drop_block
 from dropkit.torch._layers import DropPath as _DropPath
 from dropkit.torch._layers import drop_path as _drop_path
 
@@ -29,14 +28,10 @@ __all__ = ["DropBlock2d", "DropPath", "drop_block_2d", "drop_path"]
 _REMOVED = frozenset({"batchwise", "fast"})  # timm 1.0.23 dropped them and consumes them silently
 
 
-def _block(x: Tensor, options: dict[str, Any], seed: int | None, stream: int) -> Tensor:
-    seed = _ops.fresh_seed() if seed is None else seed
-    inplace = options["inplace"]
+def _block(x: Tensor, options: dict[str, Any], seed: int | None, stream: int | Tensor) -> Tensor:
     layout = {k: v for k, v in options.items() if k not in ("inplace", "p", "block_size")}
-    factor_of = block_layout(
-        x, options["p"], options["block_size"], layout="timm", seed=seed, stream=int(stream), **layout
-    )
-    return masked(x, factor_of, inplace)
+    p, block_size, inplace = options["p"], options["block_size"], options["inplace"]
+    return peer_drop_block(x, p, block_size, inplace, seed, stream, layout="timm", **layout)
 
 
 def _plan_block(x: Tensor, **options: Any) -> Apply:

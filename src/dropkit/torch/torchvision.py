@@ -15,9 +15,8 @@ from typing import Any
 from torch import Tensor
 
 from dropkit._validation import check_probability
-from dropkit.torch import _ops
 from dropkit.torch._base import Apply, Stochastic, run
-from dropkit.torch._dropblock import block_layout, check_peer_block, masked
+from dropkit.torch._dropblock import check_peer_block, peer_drop_block
 from dropkit.torch._layers import DropPath as _DropPath
 from dropkit.torch._layers import drop_path
 
@@ -77,11 +76,9 @@ class StochasticDepth(_DropPath):
 
 
 def _block(
-    x: Tensor, p: float, block_size: int, inplace: bool, eps: float, seed: int | None, stream: int
+    x: Tensor, p: float, block_size: int, inplace: bool, eps: float, seed: int | None, stream: int | Tensor
 ) -> Tensor:
-    seed = _ops.fresh_seed() if seed is None else seed
-    factor_of = block_layout(x, p, block_size, layout="torchvision", eps=eps, seed=seed, stream=int(stream))
-    return masked(x, factor_of, inplace)
+    return peer_drop_block(x, p, block_size, inplace, seed, stream, layout="torchvision", eps=eps)
 
 
 def _plan_block(x: Tensor, p: float, block_size: int, inplace: bool, eps: float, spatial: int) -> Apply:
