@@ -200,12 +200,13 @@ def _c_apply(function: type[torch.autograd.Function]) -> Callable[..., Tensor]:
     """``function.apply`` less its Python layer (torch/autograd/function.py), which outside torch.func
     only unwraps dead functorch wrappers (done by the caller) and binds ``setup_context``'s arguments
     (a ``ctx`` forward has none): the C ``apply`` itself."""
-    return torch._C._FunctionBase.__dict__["apply"].__get__(None, function)
+    c_apply = torch._C._FunctionBase.__dict__.get("apply")  # private: a torch without it takes the public one
+    return function.apply if c_apply is None else c_apply.__get__(None, function)
 
 
 _eager_apply = _c_apply(_EagerMask)
 _eager_apply_in_place = _c_apply(_EagerMaskInPlace)
-_unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+_unwrap_if_dead = getattr(torch._C._functorch, "unwrap_if_dead", lambda x: x)
 
 
 def apply(call: MaskCall, x: Tensor, inplace: bool = False) -> Tensor:
