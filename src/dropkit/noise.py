@@ -23,9 +23,10 @@ from dropkit._validation import (
     check_probability,
     check_shard_arguments,
 )
+from dropkit.kernels import apply_keep, keep_mask, random_range
 from dropkit.kernels.reference import compute_dtype
 from dropkit.layers import Shape, feature_mask_shape, masked_dropout
-from dropkit.philox import keep_mask, random_bits, random_range
+from dropkit.philox import random_bits
 from dropkit.sharding import Shard
 
 __all__ = [
@@ -146,10 +147,8 @@ def alpha_mask_shape(shape: Shape, feature: bool) -> Shape:
 
 
 def _alpha_apply(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
-    a, kept_offset, dropped_value = (compute_dtype(x.dtype)(c) for c in alpha_constants(p))
-    wide = compute_dtype(x.dtype)
-    y = np.where(keep, np.multiply(x, a, dtype=wide) + kept_offset, dropped_value)
-    return y.astype(x.dtype, copy=False)
+    a, kept_offset, dropped_value = alpha_constants(p)
+    return apply_keep(x, keep, a, offset=kept_offset, dropped=dropped_value)
 
 
 def alpha_dropout(

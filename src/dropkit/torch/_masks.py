@@ -1,0 +1,193 @@
+"""The variants' masks on tensors: ``keep ? x * scale (+ offset) : dropped`` with a mask that broadcasts.
+
+The structured variants draw one decision per channel, sequence or sample (a mask shape with 1s
+where it broadcasts), alpha dropout one per element, DropBlock a keep mask of its own. On the CPU the
+broadcast kernel (:func:`dropkit.kernels.broadcast_dropout`, :func:`dropkit.kernels.apply_keep`) writes
+the output in one pass over ``x``'s memory order: ``x`` and the mask are permuted alike so that ``x`` is
+contiguous, and the output is permuted back, dense in ``x``'s stride order (strided or expanded inputs,
+such as the gradient of a ``sum``, are copied dense first). float16 and bfloat16 are widened to
+float32, where the products are formed anyway. On other devices the mask is drawn on the CPU and torch
+ops apply it.
+
+Rounding, for every path: the product (and the sum, with ``offset``) is formed in float32 (float64 for
+float64 data), each rounded once, and the result once to ``x``'s dtype; dropped elements are set, never
+multiplied by 0, so inf and NaN inputs give ``dropped`` there, as in the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dropkit import kernels
+from dropkit.philox import keep_threshold
+from dropkit.sharding import Shard
+from dropkit.torch import _cpu, _launch
+
+__all__ = ["apply_keep", "draw_and_apply", "shard", "start", "wide_of"]
+
+
+@functools.lru_cache(maxsize=256)  # a Shard checks its geometry when made; layers see few shapes
+def shard(global_shape: tuple[int, ...], offsets: tuple[int, ...], shape: tuple[int, ...]) -> Shard:
+    """The :class:`~dropkit.sharding.Shard`, made once per geometry."""
+    return Shard(global_shape, offsets, shape)
+
+
+@functools.lru_cache(maxsize=256)
+def start(mask: Shard) -> int | None:
+    """``mask.start``, found once per shard."""
+    return mask.start
+
+
+def wide_of(dtype: torch.dtype) -> torch.dtype:
+    """The type products are formed in: float64 for float64 data, float32 otherwise (the contract)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _constant(value: float, wide: torch.dtype) -> float:
+    """``value`` rounded once to the compute type, as the reference rounds its constants."""
+    return float(np.float32(value)) if wide == torch.float32 else float(value)
+
+
+def _fill_dropped(out: Tensor, keep: np.ndarray, value: float) -> Tensor:
+    """Set ``out`` to ``value`` where the mask ``keep`` (same rank, 1 where it broadcasts) is False.
+
+    Only the dropped elements are written, through an index: ``masked_fill_`` visits every element
+    and ran at about a tenth of a multiply's speed on CPU. A smaller mask indexes ``out`` viewed with
+    its drawn dims first, one index entry per dropped channel, sequence or sample.
+    """
+    if keep.all():
+        return out
+    if not keep.any():
+        return out.fill_(value)
+    if keep.shape == tuple(out.shape) and out.is_contiguous():
+        out.view(-1)[torch.from_numpy(np.flatnonzero(~keep)).to(out.device)] = value
+        return out
+    drawn = [d for d in range(out.dim()) if keep.shape[d] == out.shape[d]]
+    shared = [d for d in range(out.dim()) if keep.shape[d] != out.shape[d]]
+    dropped = np.nonzero(~keep.reshape([keep.shape[d] for d in drawn]))
+    out.permute(drawn + shared)[tuple(torch.from_numpy(i).to(out.device) for i in dropped)] = value
+    return out
+
+
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+_threshold = functools.lru_cache(maxsize=64)(keep_threshold)  # layers use a few p, each on every call
+Write = Callable[[np.ndarray, "list[int] | None", np.ndarray], object]  # (x, order, out) -> None
+
+
+def _on_cpu(x: Tensor, write: Write) -> Tensor:
+    """``write(x_array, order, out_array)`` on NumPy views of ``x`` permuted to its memory order
+    (``order``: that permutation, outermost dim first; None for a contiguous ``x``); the output comes
+    back dense in ``x``'s stride order."""
+    order = None
+    if not x.is_contiguous():
+        if any(x.stride()):
+            order = _launch.stride_order(x)[::-1]
+            x = x.permute(order)
+        x = x.contiguous()  # an expanded scalar (the gradient of a sum) is row-major: no order to find
+    out = torch.empty(x.shape, dtype=x.dtype)
+    n = x.numel()
+    if n * x.element_size() >= _cpu._HUGE_PAGES_FROM:  # its own check would cost a small call's time
+        _cpu.advise_huge_pages(out)
+    if kernels.threaded(n):
+        _cpu.follow_torch_threads()
+    if x.dtype in _NUMPY_DTYPES:  # zero-copy views (detach: .numpy() refuses a tensor that requires grad)
+        write(x.detach().numpy(), order, out.numpy())
+    else:
+        _cpu.on_numpy(x, out, lambda array, out_array: write(array, order, out_array))
+    return out if order is None else out.permute(sorted(range(len(order)), key=order.__getitem__))
+
+
+@functools.lru_cache(maxsize=256)
+def _rows(mask: Shard, shape: tuple[int, ...]) -> tuple[np.ndarray, int, int, np.uint64, bool] | None:
+    """``(bases, length, count, start, inner_drawn)`` of ``mask`` on a row-major tensor of ``shape`` for
+    the broadcast kernel (:func:`dropkit.kernels.broadcast_rows`), or None: no numba, or a shard of
+    several runs."""
+    first = mask.start
+    if first is None or kernels.variants_module() is None:
+        return None
+    bases, length, inner_drawn = kernels.broadcast_rows(shape, mask.local_shape)
+    return bases, length, mask.size, np.uint64(first), inner_drawn
+
+
+def draw_and_apply(
+    x: Tensor,
+    p: float,
+    seed: int,
+    stream: int,
+    mask: Shard,
+    scale: float,
+    *,
+    offset: float | None = None,
+    dropped: float = 0.0,
+) -> Tensor | None:
+    """``keep ? x * scale (+ offset) : dropped`` with ``mask``'s keep decisions for ``(seed, stream)``
+    (unsigned), drawn and applied in one kernel call; None where that path does not apply (``x`` not on
+    the CPU, a mask shard of several runs), and the caller draws the mask and calls :func:`apply_keep`.
+
+    A row-major float32/float64 ``x`` (or an expanded scalar, the gradient of a sum, which the kernel
+    reads as one value) takes the kernel straight: the layers' hot path, so it repeats none of the
+    entry points' checks.
+    """
+    if not x.is_cpu:
+        return None
+    if x.dtype in _NUMPY_DTYPES and (x.is_contiguous() or not any(x.stride())):
+        rows = _rows(mask, x.shape)
+        if rows is None:
+            return None
+        out = torch.empty(x.shape, dtype=x.dtype)
+        n = x.numel()
+        # An expanded scalar goes as its one element, which the kernel broadcasts.
+        x = x.detach() if x.is_contiguous() else x.detach().as_strided((1,), (1,))
+        if n * x.element_size() >= _cpu._HUGE_PAGES_FROM:  # its own check would cost a small call's time
+            _cpu.advise_huge_pages(out)
+        threaded = kernels.threaded(n)
+        if threaded:
+            _cpu.follow_torch_threads()
+        module = kernels.variants_module()
+        kernel = module.broadcast_dropout_kernel if threaded else module.broadcast_dropout_kernel_serial
+        bases, length, count, first, inner_drawn = rows
+        affine = offset is not None
+        integers = (np.uint64(_threshold(p)), np.uint64(seed), np.uint64(stream))
+        kernel(
+            x.numpy().reshape(-1), out.numpy().reshape(-1), bases, length, count, first, *integers,
+            scale, offset if affine else 0.0, dropped, inner_drawn, affine,
+        )  # fmt: skip
+        return out
+    first = start(mask)
+    if first is None:
+        return None
+    mask_shape = mask.local_shape
+
+    def write(array: np.ndarray, order: list[int] | None, out: np.ndarray) -> None:
+        shape = mask_shape if order is None else tuple(mask_shape[d] for d in order)
+        kwargs = {"seed": seed, "stream": stream, "start": first, "offset": offset, "dropped": dropped}
+        kernels.broadcast_dropout(array, p, shape, scale=scale, out=out, **kwargs)
+
+    return _on_cpu(x, write)
+
+
+def apply_keep(
+    x: Tensor, keep: np.ndarray, scale: float, *, offset: float | None = None, dropped: float = 0.0
+) -> Tensor:
+    """``keep ? x * scale (+ offset) : dropped`` with ``keep`` a NumPy bool mask broadcastable to ``x``
+    (same rank): the broadcast kernel on the CPU; elsewhere torch ops write the product, then the
+    dropped entries."""
+    if x.device.type == "cpu":
+
+        def write(array: np.ndarray, order: list[int] | None, out: np.ndarray) -> None:
+            permuted = keep if order is None else keep.transpose(order)
+            kernels.apply_keep(array, permuted, scale, offset=offset, dropped=dropped, out=out)
+
+        return _on_cpu(x, write)
+    wide = wide_of(x.dtype)
+    out = _launch.new_output(x)
+    if offset is None:
+        torch.mul(x.to(wide), _constant(scale, wide), out=out)
+    else:  # two roundings in the compute type, as the reference
+        torch.add(x.to(wide) * _constant(scale, wide), _constant(offset, wide), out=out)
+    return _fill_dropped(out, keep, _constant(dropped, wide))
