@@ -36,7 +36,7 @@ from dropkit._validation import (
     check_probability,
     shown,
 )
-from dropkit.kernels import apply_keep, dropout_apply, keep_mask, scale_kept
+from dropkit.kernels import broadcast_dropout, dropout_apply, scale_kept
 
 __all__ = [
     "ChannelDropout",
@@ -80,7 +80,7 @@ def masked_dropout(
         return dropout_apply(x, p, seed=seed, stream=stream, scale=scale)
     if p == 1.0:
         return np.zeros_like(x)
-    return apply_keep(x, keep_mask(mask_shape, p, seed=seed, stream=stream), scale)
+    return broadcast_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=scale)
 
 
 # --- mask shapes: the only thing that differs between the Bernoulli variants -----------------

@@ -23,12 +23,15 @@ dropout's Box-Muller pairs), with the fused kernel's own generator loop.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from dropkit.kernels.cpu import _philox_batch, _round_keys, dropout_kernel_serial
 
 __all__ = [
+    "broadcast_dropout_at",
     "broadcast_dropout_kernel",
     "broadcast_dropout_kernel_serial",
     "broadcast_kernel",
@@ -208,6 +211,51 @@ def broadcast_dropout_kernel_serial(
     keep = _draw(start, count, threshold, seed, stream)
     for task in range(bases.size * segments):
         _task(x, out, keep, bases, length, segments, task, fa, fb, fc, inner_drawn, affine)
+
+
+@intrinsic
+def _pointer_to(typingctx, address, like):
+    """The int64 ``address`` as a pointer to values of ``like``'s type."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return types.CPointer(like)(address, like), codegen
+
+
+@njit(cache=True, fastmath=False)
+def broadcast_dropout_at(
+    x_address: int,
+    x_size: int,
+    out_address: int,
+    n: int,
+    bases_address: int,
+    rows: int,
+    length: int,
+    count: int,
+    start: int,
+    threshold: int,
+    seed: int,
+    stream: int,
+    a: float,
+    b: float,
+    c: float,
+    inner_drawn: bool,
+    affine: bool,
+) -> None:
+    """:func:`broadcast_dropout_kernel_serial` on raw addresses: ``x_size`` (``n``, or 1 for a broadcast
+    value) elements at ``x_address``, ``n`` at ``out_address``, the ``rows`` int64 bases at
+    ``bases_address``.
+
+    The torch face's small-call entry: every argument is a number whose type numba reads at once
+    (``start``, ``threshold``, ``seed`` and ``stream`` as the int64 with the unsigned value's bits), no
+    NumPy view is made. ``a``, a NumPy float32 or float64, says the data's dtype.
+    """
+    x = numba.carray(_pointer_to(x_address, a), x_size)
+    out = numba.carray(_pointer_to(out_address, a), n)
+    bases = numba.carray(_pointer_to(bases_address, np.int64(0)), rows)
+    integers = _U64(start), _U64(threshold), _U64(seed), _U64(stream)
+    broadcast_dropout_kernel_serial(x, out, bases, length, count, *integers, a, b, c, inner_drawn, affine)
 
 
 @njit(cache=True, inline="always")

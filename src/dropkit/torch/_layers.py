@@ -63,7 +63,7 @@ def _bernoulli(
         drawn = seed is None
         seed = _ops.fresh_seed() if drawn else seed
         output = _ops.dropout_op(input, p, to_signed(seed), to_signed(stream), scale, 0, drawn=drawn)
-    elif (key := _ops.numbers_key(placed.location is not None, seed, stream)) is not None:
+    elif (key := _ops.numbers_key(input, placed.location is not None, seed, stream)) is not None:
         output = _ops.shaped_dropout(input, p, key[0], key[1], scale, placed.mask, drawn=key[2])
     else:
 

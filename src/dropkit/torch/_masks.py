@@ -17,7 +17,10 @@ multiplied by 0, so inf and NaN inputs give ``dropped`` there, as in the referen
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
+from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +30,7 @@ from dropkit import kernels
 from dropkit.philox import keep_threshold
 from dropkit.sharding import Shard
 from dropkit.torch import _cpu, _launch
+from dropkit.torch._checks import to_signed
 
 __all__ = ["apply_keep", "draw_and_apply", "shard", "start", "wide_of"]
 
@@ -102,16 +106,45 @@ def _on_cpu(x: Tensor, write: Write) -> Tensor:
     return out if order is None else out.permute(sorted(range(len(order)), key=order.__getitem__))
 
 
+class _Call(NamedTuple):
+    """What a hot call of the broadcast kernel needs beyond the tensors and the key, found once per
+    (mask, shape, dtype)."""
+
+    module: ModuleType  # dropkit.kernels.cpu_variants
+    bases: np.ndarray
+    bases_address: int  # of ``bases``, which this tuple keeps alive
+    length: int
+    count: int
+    start: int
+    inner_drawn: bool
+    threaded: bool
+    huge: bool  # large enough for huge pages
+    dtype: type[np.floating]
+
+
 @functools.lru_cache(maxsize=256)
-def _rows(mask: Shard, shape: tuple[int, ...]) -> tuple[np.ndarray, int, int, np.uint64, bool] | None:
-    """``(bases, length, count, start, inner_drawn)`` of ``mask`` on a row-major tensor of ``shape`` for
-    the broadcast kernel (:func:`dropkit.kernels.broadcast_rows`), or None: no numba, or a shard of
-    several runs."""
-    first = mask.start
-    if first is None or kernels.variants_module() is None:
+def _call(mask: Shard, shape: tuple[int, ...], dtype: torch.dtype) -> _Call | None:
+    """The broadcast kernel's :class:`_Call` for ``mask`` on a row-major tensor of ``shape``, or None:
+    no numba, or a shard of several runs."""
+    first, module = mask.start, kernels.variants_module()
+    if first is None or module is None:
         return None
     bases, length, inner_drawn = kernels.broadcast_rows(shape, mask.local_shape)
-    return bases, length, mask.size, np.uint64(first), inner_drawn
+    n = math.prod(shape)
+    huge = n * dtype.itemsize >= _cpu._HUGE_PAGES_FROM
+    numpy_dtype = np.float64 if dtype == torch.float64 else np.float32
+    return _Call(
+        module,
+        bases,
+        bases.ctypes.data,
+        length,
+        mask.size,
+        first,
+        inner_drawn,
+        kernels.threaded(n),
+        huge,
+        numpy_dtype,
+    )
 
 
 def draw_and_apply(
@@ -126,49 +159,44 @@ def draw_and_apply(
     dropped: float = 0.0,
 ) -> Tensor | None:
     """``keep ? x * scale (+ offset) : dropped`` with ``mask``'s keep decisions for ``(seed, stream)``
-    (unsigned), drawn and applied in one kernel call; None where that path does not apply (``x`` not on
-    the CPU, a mask shard of several runs), and the caller draws the mask and calls :func:`apply_keep`.
+    (unsigned), drawn and applied in one kernel call; None where that path does not apply, and the
+    caller draws the mask and calls :func:`apply_keep`.
 
-    A row-major float32/float64 ``x`` (or an expanded scalar, the gradient of a sum, which the kernel
-    reads as one value) takes the kernel straight: the layers' hot path, so it repeats none of the
-    entry points' checks.
+    It applies to a row-major float32/float64 CPU tensor (or an expanded scalar, the gradient of a sum,
+    which the kernel reads as one value) whose mask is one range of the contract's index: the layers'
+    hot path, so it repeats none of the entry points' checks, and a small tensor goes by address (no
+    NumPy views). Another layout would need the mask drawn in the logical order and permuted, which
+    :func:`apply_keep` does.
     """
-    if not x.is_cpu:
+    dense = x.is_contiguous()
+    if not x.is_cpu or x.dtype not in _NUMPY_DTYPES or not (dense or not any(x.stride())):
         return None
-    if x.dtype in _NUMPY_DTYPES and (x.is_contiguous() or not any(x.stride())):
-        rows = _rows(mask, x.shape)
-        if rows is None:
-            return None
-        out = torch.empty(x.shape, dtype=x.dtype)
-        n = x.numel()
-        # An expanded scalar goes as its one element, which the kernel broadcasts.
-        x = x.detach() if x.is_contiguous() else x.detach().as_strided((1,), (1,))
-        if n * x.element_size() >= _cpu._HUGE_PAGES_FROM:  # its own check would cost a small call's time
-            _cpu.advise_huge_pages(out)
-        threaded = kernels.threaded(n)
-        if threaded:
-            _cpu.follow_torch_threads()
-        module = kernels.variants_module()
-        kernel = module.broadcast_dropout_kernel if threaded else module.broadcast_dropout_kernel_serial
-        bases, length, count, first, inner_drawn = rows
-        affine = offset is not None
-        integers = (np.uint64(_threshold(p)), np.uint64(seed), np.uint64(stream))
-        kernel(
-            x.numpy().reshape(-1), out.numpy().reshape(-1), bases, length, count, first, *integers,
-            scale, offset if affine else 0.0, dropped, inner_drawn, affine,
+    call = _call(mask, x.shape, x.dtype)
+    if call is None:
+        return None
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    affine = offset is not None
+    dtype = call.dtype
+    constants = dtype(scale), dtype(offset if affine else 0.0), dtype(dropped)
+    threshold = _threshold(p)
+    if not call.threaded:
+        integers = (to_signed(v) for v in (call.start, threshold, seed, stream))
+        call.module.broadcast_dropout_at(
+            x.data_ptr(), x.numel() if dense else 1, out.data_ptr(), out.numel(), call.bases_address,
+            call.bases.size, call.length, call.count, *integers, *constants, call.inner_drawn, affine,
         )  # fmt: skip
         return out
-    first = start(mask)
-    if first is None:
-        return None
-    mask_shape = mask.local_shape
-
-    def write(array: np.ndarray, order: list[int] | None, out: np.ndarray) -> None:
-        shape = mask_shape if order is None else tuple(mask_shape[d] for d in order)
-        kwargs = {"seed": seed, "stream": stream, "start": first, "offset": offset, "dropped": dropped}
-        kernels.broadcast_dropout(array, p, shape, scale=scale, out=out, **kwargs)
-
-    return _on_cpu(x, write)
+    if call.huge:
+        _cpu.advise_huge_pages(out)
+    _cpu.follow_torch_threads()
+    # An expanded scalar goes as its one element, which the kernel broadcasts.
+    x = x.detach() if dense else x.detach().as_strided((1,), (1,))
+    integers = (np.uint64(v) for v in (call.start, threshold, seed, stream))
+    call.module.broadcast_dropout_kernel(
+        x.numpy().reshape(-1), out.numpy().reshape(-1), call.bases, call.length, call.count, *integers,
+        *constants, call.inner_drawn, affine,
+    )  # fmt: skip
+    return out
 
 
 def apply_keep(

@@ -263,8 +263,7 @@ def _masked(
 def _shaped(x: Tensor, seed: int, stream: int, p: float, scale: float, mask: Shard) -> Tensor:
     """``x * keep * scale`` with ``mask``'s decisions: the fused kernel for a full-shape mask of one
     range, else the broadcast kernel."""
-    start = _masks.start(mask)
-    if start is not None and mask.local_shape == x.shape:
+    if mask.local_shape == x.shape and (start := _masks.start(mask)) is not None:
         return _dropout_impl(x, seed, stream, p, scale, start)
     return _masked(x, seed, stream, p, mask, scale)
 
@@ -290,11 +289,13 @@ def _shaped_dropout_impl(x, seed, stream, p, scale, mask_shape, mask_global_shap
 shaped_dropout_op = _eager_keyed(_shaped_dropout_custom, _shaped_dropout_impl)
 
 
-def numbers_key(located: bool, seed: int | None, stream: int | Tensor) -> tuple[int, int, bool] | None:
-    """``(seed, stream, drawn)`` as unsigned numbers for an eager call on an input that nothing places
-    (``located`` False), drawing a fresh seed for ``seed=None``; None where the keyed ops must take the
-    call (a placed input, a compiled call's run-time seed or counter)."""
-    if located or isinstance(stream, Tensor) or (seed is None and not _function.eager_context()):
+def numbers_key(
+    x: Tensor, located: bool, seed: int | None, stream: int | Tensor
+) -> tuple[int, int, bool] | None:
+    """``(seed, stream, drawn)`` as unsigned numbers for an eager call (:func:`._function.eager`) on an
+    input ``x`` that nothing places (``located`` False), drawing a fresh seed for ``seed=None``; None
+    where the keyed ops take the call (a placed input, a tracer or compiler, a tensor subclass)."""
+    if located or isinstance(stream, Tensor) or not eager(x):
         return None
     return (fresh_seed(), stream, True) if seed is None else (seed, stream, False)
 
@@ -302,11 +303,9 @@ def numbers_key(located: bool, seed: int | None, stream: int | Tensor) -> tuple[
 def shaped_dropout(
     x: Tensor, p: float, seed: int, stream: int, scale: float, mask: Shard, *, drawn: bool = False
 ) -> Tensor:
-    """``x * keep * scale`` with ``mask``'s decisions for the unsigned ``(seed, stream)``; ``drawn``: the
-    seed was drawn for this call. Eagerly the Function of :mod:`._function` around the kernels (no key
-    tensor), else ``dropkit::shaped_dropout``."""
-    if not eager(x):
-        return shaped_dropout_op(x, key_tensor(seed, stream), p, scale, *mask_args(mask))
+    """``x * keep * scale`` with ``mask``'s decisions for the unsigned ``(seed, stream)`` of
+    :func:`numbers_key` (an eager call: the Function of :mod:`._function` around the kernels, no key
+    tensor); ``drawn``: the seed was drawn for this call."""
     return _function.apply(MaskCall(_shaped, None, seed, stream, (p, scale, mask), drawn), x)
 
 
@@ -412,10 +411,8 @@ def _alpha_derivative(t: Tensor, seed: int, stream: int, p: float, mask: Shard) 
 
 
 def alpha_dropout(x: Tensor, p: float, seed: int, stream: int, mask: Shard, *, drawn: bool = False) -> Tensor:
-    """Alpha dropout with ``mask``'s decisions for the unsigned ``(seed, stream)``: eagerly the Function
-    of :mod:`._function` around the kernels (no key tensor), else ``dropkit::alpha_dropout``."""
-    if not eager(x):
-        return _alpha_dropout_custom(x, key_tensor(seed, stream), p, *mask_args(mask))
+    """Alpha dropout with ``mask``'s decisions for the unsigned ``(seed, stream)`` of :func:`numbers_key`
+    (an eager call: the Function of :mod:`._function` around the kernels, no key tensor)."""
     return _function.apply(MaskCall(_alpha, _alpha_derivative, seed, stream, (p, mask), drawn), x)
 
 
