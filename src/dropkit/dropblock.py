@@ -28,7 +28,7 @@ from dropkit._validation import (
 )
 from dropkit.kernels import keep_mask, random_range, scale_kept
 from dropkit.layers import Shape
-from dropkit.noise import box_muller
+from dropkit.noise import normals_of_pairs
 
 __all__ = [
     "DropBlock2d",
@@ -184,8 +184,7 @@ def normal_words(shape: Shape, *, seed: int, stream: int = 0) -> np.ndarray:
     that decided a block (:func:`dropkit.noise.gaussian_noise` explains the pairing).
     """
     n = math.prod(shape)
-    words = random_range(seed, stream, n, n + (n & 1))
-    return np.stack(box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n].reshape(shape)
+    return normals_of_pairs(random_range(seed, stream, n, n + (n & 1)), n).reshape(shape)
 
 
 def _apply_block_keep(x: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -270,15 +270,17 @@ def keep_range(p: float, seed: int, stream: int, start: int, count: int) -> np.n
     >>> bool((keep_range(0.5, 1, 2, 3, 1000) == reference(0.5, 1, 2, 3, 1000)).all())
     True
     """
-    threshold = keep_threshold(p)
+    threshold = _threshold(p)
     seed, stream = check_uint64("seed", seed), check_uint64("stream", stream)
     start, count = check_uint64("start", start), check_uint64("count", count)
-    cpu = _cpu_module() if USE_NUMBA and 0 < threshold < KEEP_NONE else None
-    if cpu is None or start + count > UINT64_LIMIT:  # p == 0 or 1 draws nothing; the reference says why
+    module = variants_module() if USE_NUMBA and 0 < threshold < KEEP_NONE else None
+    if module is None or start + count > UINT64_LIMIT:  # p == 0 or 1 draws nothing; the reference says why
         return _reference_keep_range(p, seed, stream, start, count)
+    integers = [np.uint64(v) for v in (start, threshold, seed, stream)]
+    if not threaded(count):
+        return module.keep_kernel(integers[0], count, *integers[1:]).view(np.bool_)
     ones, keep = np.ones(count, np.uint8), np.empty(count, np.uint8)
-    kernel = cpu.dropout_kernel if threaded(count) else cpu.dropout_kernel_serial
-    kernel(ones, keep, *(np.uint64(v) for v in (start, threshold, seed, stream)), 1.0)
+    _cpu_module().dropout_kernel(ones, keep, *integers, 1.0)
     return keep.view(np.bool_)
 
 

@@ -18,7 +18,10 @@ as the gradient of a ``sum``), read once instead of copied out.
 every mask. A mask as large as the array (one row) is drawn segment by segment inside the threads.
 
 :func:`words_kernel` writes the contract's raw 32-bit words of a range of Philox blocks (Gaussian
-dropout's Box-Muller pairs), with the fused kernel's own generator loop.
+dropout's Box-Muller pairs), with the fused kernel's own generator loop; :func:`box_muller_inputs`
+and :func:`box_muller_normals` do Box-Muller's arithmetic around the logarithm, cosine and sine,
+which stay NumPy's (its float64 ``log`` is its own SIMD code, not libm's, so only NumPy gives the
+reference's values).
 """
 
 from __future__ import annotations
@@ -31,11 +34,16 @@ from numba.extending import intrinsic
 from dropkit.kernels.cpu import _philox_batch, _round_keys, dropout_kernel_serial
 
 __all__ = [
+    "box_muller_inputs",
+    "box_muller_inputs_serial",
+    "box_muller_normals",
+    "box_muller_normals_serial",
     "broadcast_dropout_at",
     "broadcast_dropout_kernel",
     "broadcast_dropout_kernel_serial",
     "broadcast_kernel",
     "broadcast_kernel_serial",
+    "keep_kernel",
     "words_kernel",
     "words_kernel_serial",
 ]
@@ -150,6 +158,15 @@ def _draw(start, count, threshold, seed, stream):
     keep = np.empty(count, np.uint8)
     dropout_kernel_serial(np.ones(count, np.uint8), keep, start, threshold, seed, stream, 1.0)
     return keep
+
+
+@njit(cache=True)
+def keep_kernel(
+    start: np.uint64, count: int, threshold: np.uint64, seed: np.uint64, stream: np.uint64
+) -> np.ndarray:
+    """The keep decisions (uint8, 1 = kept) of mask indexes ``[start, start + count)``, on the calling
+    thread: the fused kernel's dropout of ones."""
+    return _draw(start, count, threshold, seed, stream)
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -292,3 +309,58 @@ def words_kernel_serial(first_block: np.uint64, seed: np.uint64, stream: np.uint
     head = np.int64(first_block & _U64(_CALLS - 1))
     for task in range((head + blocks + _WORDS_TASK - 1) // _WORDS_TASK):
         _words_task(first_block, s0, s1, rk0, rk1, out, head, blocks, task)
+
+
+_TWO_TO_MINUS_32 = 2.0**-32
+_TWO_PI = 2.0 * np.pi
+
+
+@njit(cache=True, inline="always")
+def _uniforms(words, u0, angle, k):
+    u0[k] = (np.float64(words[2 * k]) + 0.5) * _TWO_TO_MINUS_32
+    angle[k] = _TWO_PI * ((np.float64(words[2 * k + 1]) + 0.5) * _TWO_TO_MINUS_32)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def box_muller_inputs(words: np.ndarray, u0: np.ndarray, angle: np.ndarray) -> None:
+    """Box–Muller's ``u0 = (w0 + 0.5) 2**-32`` and angle ``2 pi u1`` of each pair of ``words`` (float64)."""
+    for k in prange(u0.size):
+        _uniforms(words, u0, angle, k)
+
+
+@njit(cache=True, fastmath=False)
+def box_muller_inputs_serial(words: np.ndarray, u0: np.ndarray, angle: np.ndarray) -> None:
+    """:func:`box_muller_inputs` on the calling thread."""
+    for k in range(u0.size):
+        _uniforms(words, u0, angle, k)
+
+
+@njit(cache=True, inline="always")
+def _normals(log_u0, cos, sin, scale, affine, out, k):
+    radius = np.sqrt(-2.0 * log_u0[k])
+    z0, z1 = radius * cos[k], radius * sin[k]
+    if affine:
+        z0, z1 = 1.0 + scale * z0, 1.0 + scale * z1
+    out[2 * k] = z0
+    if 2 * k + 1 < out.size:
+        out[2 * k + 1] = z1
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def box_muller_normals(
+    log_u0: np.ndarray, cos: np.ndarray, sin: np.ndarray, scale: float, affine: bool, out: np.ndarray
+) -> None:
+    """``out[2k], out[2k + 1] = r cos, r sin`` with ``r = sqrt(-2 log_u0)`` (``1 + scale *`` each when
+    ``affine``): Box–Muller's standard normals from the logarithm, cosine and sine NumPy computed (so
+    they are the reference's), each product and sum rounded once as NumPy rounds them."""
+    for k in prange(log_u0.size):
+        _normals(log_u0, cos, sin, scale, affine, out, k)
+
+
+@njit(cache=True, fastmath=False)
+def box_muller_normals_serial(
+    log_u0: np.ndarray, cos: np.ndarray, sin: np.ndarray, scale: float, affine: bool, out: np.ndarray
+) -> None:
+    """:func:`box_muller_normals` on the calling thread."""
+    for k in range(log_u0.size):
+        _normals(log_u0, cos, sin, scale, affine, out, k)

@@ -32,7 +32,7 @@ from dropkit.sharding import Shard
 from dropkit.torch import _cpu, _launch
 from dropkit.torch._checks import to_signed
 
-__all__ = ["apply_keep", "draw_and_apply", "shard", "start", "wide_of"]
+__all__ = ["apply_keep", "draw_and_apply", "follow_threads", "shard", "start", "wide_of"]
 
 
 @functools.lru_cache(maxsize=256)  # a Shard checks its geometry when made; layers see few shapes
@@ -45,6 +45,12 @@ def shard(global_shape: tuple[int, ...], offsets: tuple[int, ...], shape: tuple[
 def start(mask: Shard) -> int | None:
     """``mask.start``, found once per shard."""
     return mask.start
+
+
+def follow_threads(n: int) -> None:
+    """Before a kernel call on ``n`` elements: if it takes numba's threads, run them on torch's count."""
+    if kernels.threaded(n):
+        _cpu.follow_torch_threads()
 
 
 def wide_of(dtype: torch.dtype) -> torch.dtype:
@@ -93,12 +99,8 @@ def _on_cpu(x: Tensor, write: Write) -> Tensor:
             order = _launch.stride_order(x)[::-1]
             x = x.permute(order)
         x = x.contiguous()  # an expanded scalar (the gradient of a sum) is row-major: no order to find
-    out = torch.empty(x.shape, dtype=x.dtype)
-    n = x.numel()
-    if n * x.element_size() >= _cpu._HUGE_PAGES_FROM:  # its own check would cost a small call's time
-        _cpu.advise_huge_pages(out)
-    if kernels.threaded(n):
-        _cpu.follow_torch_threads()
+    out = _launch.new_output(x)
+    follow_threads(x.numel())
     if x.dtype in _NUMPY_DTYPES:  # zero-copy views (detach: .numpy() refuses a tensor that requires grad)
         write(x.detach().numpy(), order, out.numpy())
     else:

@@ -332,6 +332,7 @@ def _gaussian_dropout_impl(x, seed, stream, p, global_shape, offsets) -> Tensor:
     wide = _masks.wide_of(x.dtype)
     shape = tuple(x.shape)
     sharded = {} if tuple(global_shape) == shape else {"global_shape": global_shape, "offsets": offsets}
+    _masks.follow_threads(x.numel())
     noise = torch.from_numpy(gaussian_noise(shape, p, seed=seed, stream=stream, **sharded))
     return torch.mul(x.to(wide), noise.to(wide).to(x.device), out=_launch.new_output(x))
 
@@ -346,6 +347,7 @@ def _drop_block2d_custom(
 
 def _drop_block2d_impl(x, seed, stream, p, block_size, gamma_scale, batchwise) -> Tensor:
     options = {"block_size": block_size, "gamma_scale": gamma_scale, "batchwise": batchwise}
+    _masks.follow_threads(x.numel())
     keep = drop_block_keep(tuple(x.shape), p, seed=seed, stream=stream, **options)
     kept = int(np.count_nonzero(keep))
     return _masks.apply_keep(x, keep, keep.size / kept if kept else 1.0)
