@@ -176,15 +176,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Measure the sizes asked for and print one table per size, with the load average."""
+    """Measure the sizes asked for and print one table per size, with the load average; torch's thread
+    count is restored after."""
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    for size in args.sizes:
-        repeats = args.repeats if args.repeats is not None else DEFAULT_REPEATS[size]
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        rows = measure(size, repeats, args.only)
-        print(f"\n{size}: {args.threads} thread(s), {repeats} calls each, load average {load:.2f}")
-        print(table(rows))
+    try:
+        for size in args.sizes:
+            repeats = args.repeats if args.repeats is not None else DEFAULT_REPEATS[size]
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            rows = measure(size, repeats, args.only)
+            print(f"\n{size}: {args.threads} thread(s), {repeats} calls each, load average {load:.2f}")
+            print(table(rows))
+    finally:
+        torch.set_num_threads(threads)
     sys.stdout.flush()
     return 0
