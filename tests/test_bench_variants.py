@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from dropkit.bench import variants  # noqa: E402
+from dropkit.bench import variants
 
 
 def test_every_case_builds_a_layer_and_a_twin_that_run_on_its_input():
