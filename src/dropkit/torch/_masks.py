@@ -122,6 +122,8 @@ class _Call(NamedTuple):
     threaded: bool
     huge: bool  # large enough for huge pages
     dtype: type[np.floating]
+    n: int  # elements of the tensor
+    start_signed: int  # ``start`` as the int64 with its bits
 
 
 @functools.lru_cache(maxsize=256)
@@ -135,18 +137,20 @@ def _call(mask: Shard, shape: tuple[int, ...], dtype: torch.dtype) -> _Call | No
     n = math.prod(shape)
     huge = n * dtype.itemsize >= _cpu._HUGE_PAGES_FROM
     numpy_dtype = np.float64 if dtype == torch.float64 else np.float32
+    threaded = kernels.threaded(n)
+    address = bases.ctypes.data
     return _Call(
-        module,
-        bases,
-        bases.ctypes.data,
-        length,
-        mask.size,
-        first,
-        inner_drawn,
-        kernels.threaded(n),
-        huge,
-        numpy_dtype,
-    )
+        module, bases, address, length, mask.size, first, inner_drawn, threaded, huge, numpy_dtype, n,
+        to_signed(first),
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _constants(
+    dtype: type[np.floating], scale: float, offset: float | None, dropped: float
+) -> tuple[np.floating, np.floating, np.floating]:
+    """``(a, b, c)`` of the kernel as NumPy scalars of the data's dtype (each rounded once)."""
+    return dtype(scale), dtype(0.0 if offset is None else offset), dtype(dropped)
 
 
 def draw_and_apply(
@@ -178,14 +182,13 @@ def draw_and_apply(
         return None
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     affine = offset is not None
-    dtype = call.dtype
-    constants = dtype(scale), dtype(offset if affine else 0.0), dtype(dropped)
+    constants = _constants(call.dtype, scale, offset, dropped)
     threshold = _threshold(p)
     if not call.threaded:
-        integers = (to_signed(v) for v in (call.start, threshold, seed, stream))
         call.module.broadcast_dropout_at(
-            x.data_ptr(), x.numel() if dense else 1, out.data_ptr(), out.numel(), call.bases_address,
-            call.bases.size, call.length, call.count, *integers, *constants, call.inner_drawn, affine,
+            x.data_ptr(), call.n if dense else 1, out.data_ptr(), call.n, call.bases_address, call.bases.size,
+            call.length, call.count, call.start_signed, threshold, to_signed(seed), to_signed(stream),
+            *constants, call.inner_drawn, affine,
         )  # fmt: skip
         return out
     if call.huge:
