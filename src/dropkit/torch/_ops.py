@@ -17,9 +17,10 @@ key for backward; ``dropkit::draw_seed_`` fills a seed tensor from torch's defau
 run time, exactly as the eager path draws it, so compiled and eager runs agree.
 
 The variants' ops (``shaped_dropout``, ``gaussian_dropout``, ``drop_block2d``, ``alpha_dropout``)
-draw their mask with the NumPy reference (:mod:`dropkit.layers`, :mod:`dropkit.noise`,
-:mod:`dropkit.dropblock`) on the CPU -- it has one entry per channel, sequence or sample -- and
-apply it with torch ops on ``x``'s device.
+draw their mask on the CPU with the kernels the NumPy face uses (:mod:`dropkit.kernels`,
+:mod:`dropkit.noise`, :mod:`dropkit.dropblock`) -- one entry per channel, sequence or sample -- and
+apply it in one pass there, or with torch ops on another device (:mod:`._masks`). An eager call on an
+unplaced input takes them with ``(seed, stream)`` as numbers (:func:`numbers_key`), no key tensor.
 """
 
 from __future__ import annotations
@@ -261,10 +262,13 @@ def _masked(
 
 
 def _shaped(x: Tensor, seed: int, stream: int, p: float, scale: float, mask: Shard) -> Tensor:
-    """``x * keep * scale`` with ``mask``'s decisions: the fused kernel for a full-shape mask of one
-    range, else the broadcast kernel."""
-    if mask.local_shape == x.shape and (start := _masks.start(mask)) is not None:
-        return _dropout_impl(x, seed, stream, p, scale, start)
+    """``x * keep * scale`` with ``mask``'s decisions: the fused kernel for a full-shape mask (one range,
+    or a shard's runs), else the broadcast kernel."""
+    if mask.local_shape == x.shape:
+        start = _masks.start(mask)
+        if start is not None:
+            return _dropout_impl(x, seed, stream, p, scale, start)
+        return _dropout_sharded_impl(x, seed, stream, p, scale, *mask_args(mask)[1:])
     return _masked(x, seed, stream, p, mask, scale)
 
 
