@@ -15,7 +15,6 @@ import numbers
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from dropkit._base import MaskDropout
 from dropkit._validation import (
@@ -27,10 +26,9 @@ from dropkit._validation import (
     check_probability,
     shown,
 )
-from dropkit.kernels import scale_kept
+from dropkit.kernels import keep_mask, random_range, scale_kept
 from dropkit.layers import Shape
-from dropkit.noise import box_muller
-from dropkit.philox import keep_mask, random_range
+from dropkit.noise import normals_of_pairs
 
 __all__ = [
     "DropBlock2d",
@@ -103,12 +101,29 @@ def drop_block_keep(
     return ~_spread(_spread(centres, k, axis=2), k, axis=3)
 
 
-def _spread(centres: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """Mark the ``k`` positions a centre's block covers along ``axis``: from ``i - k//2`` to
-    ``i - k//2 + k - 1``. Spreading rows, then columns, gives the ``k x k`` square in O(k) per element."""
-    padding = [(0, 0)] * centres.ndim
-    padding[axis] = ((k - 1) // 2, k // 2)
-    return sliding_window_view(np.pad(centres, padding), k, axis=axis).any(axis=-1)
+def _spread(
+    centres: np.ndarray, k: int, axis: int, front: int | None = None, back: int | None = None
+) -> np.ndarray:
+    """Mark the ``k`` positions a centre's block covers along ``axis``: output ``j`` is marked when any
+    of ``padded[j : j + k]`` is a centre, ``padded`` the centres with ``front`` zeros before and ``back``
+    after (by default ``(k - 1) // 2`` and ``k // 2``: a centre at ``i`` covers ``i - k//2`` to
+    ``i - k//2 + k - 1``, clipped, and the axis keeps its length). Spreading rows, then columns, gives the
+    ``k x k`` square in O(k) per element: the OR of ``k`` shifted slices.
+    """
+    front = (k - 1) // 2 if front is None else front
+    back = k // 2 if back is None else back
+    axis %= centres.ndim
+    lead = (slice(None),) * axis
+    size = centres.shape[axis]
+    shape = list(centres.shape)
+    shape[axis] = size + front + back
+    padded = np.zeros(shape, dtype=bool)
+    padded[(*lead, slice(front, front + size))] = centres
+    length = shape[axis] - k + 1
+    spread = padded[(*lead, slice(0, length))].copy()
+    for i in range(1, k):
+        spread |= padded[(*lead, slice(i, i + length))]
+    return spread
 
 
 def dropped_blocks(
@@ -159,9 +174,7 @@ def fitted_blocks(shape: Shape, p: float, block_size: int, *, seed: int, stream:
     gamma = p * math.prod(spatial) / (block_size ** len(spatial) * math.prod(reduced))
     dropped = ~keep_mask((*shape[:2], *reduced), gamma, seed=seed, stream=stream)
     for axis in range(2, len(shape)):
-        padding = [(0, 0)] * len(shape)
-        padding[axis] = (block_size - 1, block_size - 1)
-        dropped = sliding_window_view(np.pad(dropped, padding), block_size, axis=axis).any(axis=-1)
+        dropped = _spread(dropped, block_size, axis, block_size - 1, block_size - 1)
     return dropped
 
 
@@ -171,8 +184,7 @@ def normal_words(shape: Shape, *, seed: int, stream: int = 0) -> np.ndarray:
     that decided a block (:func:`dropkit.noise.gaussian_noise` explains the pairing).
     """
     n = math.prod(shape)
-    words = random_range(seed, stream, n, n + (n & 1))
-    return np.stack(box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n].reshape(shape)
+    return normals_of_pairs(random_range(seed, stream, n, n + (n & 1)), n).reshape(shape)
 
 
 def _apply_block_keep(x: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -36,8 +36,7 @@ from dropkit._validation import (
     check_probability,
     shown,
 )
-from dropkit.kernels import dropout_apply, scale_kept
-from dropkit.philox import keep_mask
+from dropkit.kernels import broadcast_dropout, dropout_apply, scale_kept
 
 __all__ = [
     "ChannelDropout",
@@ -75,13 +74,13 @@ def masked_dropout(
     """``x * m * scale`` with ``m = keep_mask(mask_shape, p, seed, stream)`` broadcast to ``x``.
 
     The one place the NumPy layers draw and apply a mask. A full-shape mask goes through the
-    fast kernels (no mask is materialized); a smaller mask shape is drawn, then broadcast.
+    fast kernels (no mask is materialized); a smaller mask shape is drawn, then broadcast in one pass.
     """
     if mask_shape == x.shape:
         return dropout_apply(x, p, seed=seed, stream=stream, scale=scale)
     if p == 1.0:
         return np.zeros_like(x)
-    return scale_kept(x, keep_mask(mask_shape, p, seed=seed, stream=stream), scale)
+    return broadcast_dropout(x, p, mask_shape, seed=seed, stream=stream, scale=scale)
 
 
 # --- mask shapes: the only thing that differs between the Bernoulli variants -----------------

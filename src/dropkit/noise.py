@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dropkit import kernels
 from dropkit._base import MaskDropout
 from dropkit._validation import (
     check_dims,
@@ -23,9 +24,10 @@ from dropkit._validation import (
     check_probability,
     check_shard_arguments,
 )
+from dropkit.kernels import apply_keep, keep_mask, random_range
 from dropkit.kernels.reference import compute_dtype
 from dropkit.layers import Shape, feature_mask_shape, masked_dropout
-from dropkit.philox import keep_mask, random_bits, random_range
+from dropkit.philox import random_bits
 from dropkit.sharding import Shard
 
 __all__ = [
@@ -97,8 +99,31 @@ def gaussian_noise(
     else:
         n = math.prod(shape)
         words = random_range(seed, stream, 0, n + (n & 1))
-        z = np.stack(box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n]
+        return normals_of_pairs(words, n, scale=np.sqrt(p / (1.0 - p))).reshape(shape)
     return (1.0 + np.sqrt(p / (1.0 - p)) * z).reshape(shape)
+
+
+def normals_of_pairs(words: np.ndarray, n: int, *, scale: float | None = None) -> np.ndarray:
+    """The first ``n`` of the :func:`box_muller` normals of consecutive word pairs ``(words[2k],
+    words[2k + 1])``, interleaved (float64); ``1 + scale * z`` each with ``scale``.
+
+    The arithmetic around NumPy's ``log``, ``cos`` and ``sin`` runs in numba where it is available
+    (:mod:`dropkit.kernels.cpu_variants`), rounding as NumPy does, so the values are the same.
+    """
+    module = kernels.variants_module() if kernels.USE_NUMBA else None
+    if module is None:
+        z = np.stack(box_muller(words[0::2], words[1::2]), axis=-1).ravel()[:n]
+        return z if scale is None else 1.0 + scale * z
+    threaded = kernels.threaded(words.size)
+    u0, angle = np.empty(words.size // 2), np.empty(words.size // 2)
+    (module.box_muller_inputs if threaded else module.box_muller_inputs_serial)(words, u0, angle)
+    np.log(u0, out=u0)
+    cos = np.cos(angle)
+    sin = np.sin(angle, out=angle)
+    out = np.empty(n)
+    normals = module.box_muller_normals if threaded else module.box_muller_normals_serial
+    normals(u0, cos, sin, 0.0 if scale is None else float(scale), scale is not None, out)
+    return out
 
 
 def _times(x: np.ndarray, factor: np.ndarray) -> np.ndarray:
@@ -146,10 +171,8 @@ def alpha_mask_shape(shape: Shape, feature: bool) -> Shape:
 
 
 def _alpha_apply(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
-    a, kept_offset, dropped_value = (compute_dtype(x.dtype)(c) for c in alpha_constants(p))
-    wide = compute_dtype(x.dtype)
-    y = np.where(keep, np.multiply(x, a, dtype=wide) + kept_offset, dropped_value)
-    return y.astype(x.dtype, copy=False)
+    a, kept_offset, dropped_value = alpha_constants(p)
+    return apply_keep(x, keep, a, offset=kept_offset, dropped=dropped_value)
 
 
 def alpha_dropout(

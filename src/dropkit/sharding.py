@@ -26,7 +26,7 @@ import numpy as np
 
 from dropkit import kernels
 from dropkit._validation import UINT64_LIMIT, check_dims, check_finite, check_float_array, check_uint64, shown
-from dropkit.philox import KEEP_NONE, keep_range, keep_threshold, random_bits
+from dropkit.philox import KEEP_NONE, keep_threshold, random_bits
 
 __all__ = ["Runs", "Shard", "shard_dropout_apply", "shard_keep_mask"]
 
@@ -168,8 +168,9 @@ class Shard:
         True
         """
         threshold = keep_threshold(p)
-        if self.start is not None:
-            return keep_range(p, seed, stream, self.start, self.size).reshape(self.local_shape)
+        start = self.start
+        if start is not None:
+            return kernels.keep_range(p, seed, stream, start, self.size).reshape(self.local_shape)
         if threshold == KEEP_NONE:  # p == 1
             check_uint64("seed", seed)
             check_uint64("stream", stream)

@@ -28,6 +28,7 @@ __all__ = [
     "dropout_kernel_at",
     "dropout_kernel_serial",
     "dropout_runs_kernel",
+    "pointer_to",
 ]
 
 _U64 = np.uint64
@@ -177,8 +178,8 @@ def dropout_runs_kernel(
 
 
 @intrinsic
-def _pointer_to(typingctx, address, like):
-    """The int64 ``address`` as a pointer to values of ``like``'s type (float32 or float64)."""
+def pointer_to(typingctx, address, like):
+    """The int64 ``address`` as a pointer to values of ``like``'s type (float32, float64, int64)."""
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
@@ -204,8 +205,8 @@ def dropout_kernel_at(
     unsigned value's bits), which halves a 64x64 call. ``scale``, a NumPy float32 or float64, says
     the data's dtype; the addresses must hold ``n`` contiguous elements of it.
     """
-    x = numba.carray(_pointer_to(x_address, scale), n)
-    out = numba.carray(_pointer_to(out_address, scale), n)
+    x = numba.carray(pointer_to(x_address, scale), n)
+    out = numba.carray(pointer_to(out_address, scale), n)
     dropout_kernel_serial(x, out, _U64(start), _U64(threshold), _U64(seed), _U64(stream), scale)
 
 

@@ -35,6 +35,22 @@ def scale_kept(x: np.ndarray, keep: np.ndarray | None, scale: float) -> np.ndarr
     return scaled.astype(x.dtype, copy=False)
 
 
+def apply_keep(
+    x: np.ndarray, keep: np.ndarray, scale: float, *, offset: float | None = None, dropped: float = 0.0
+) -> np.ndarray:
+    """``keep ? x * scale (+ offset) : dropped`` in ``x``'s dtype, ``keep`` a bool array broadcastable
+    to ``x``: :func:`scale_kept` with alpha dropout's affine form (the sum is a second rounding).
+
+    >>> apply_keep(np.array([1.0, 2.0]), np.array([True, False]), 2.0, offset=1.0, dropped=-1.0).tolist()
+    [3.0, -1.0]
+    """
+    wide = compute_dtype(x.dtype)
+    scaled = np.multiply(x, wide(scale), dtype=wide)
+    if offset is not None:
+        scaled = scaled + wide(offset)
+    return np.where(keep, scaled, wide(dropped)).astype(x.dtype, copy=False)
+
+
 def dropout_apply(
     x: np.ndarray,
     p: float,

@@ -22,7 +22,7 @@ from dropkit import kernels
 from dropkit.kernels import dropout_apply as _numpy_dropout_apply
 from dropkit.philox import KEEP_NONE, keep_threshold
 
-_HUGE_PAGES_FROM = 1 << 22  # bytes; NumPy asks for huge pages from this size on, and so does dropkit
+HUGE_PAGES_FROM = 1 << 22  # bytes; NumPy asks for huge pages from this size on, and so does dropkit
 _MADV_HUGEPAGE = 14  # <linux/mman.h>
 _PAGE = 4096
 
@@ -52,7 +52,7 @@ def advise_huge_pages(tensor: torch.Tensor) -> torch.Tensor:
     changes.
     """
     nbytes = tensor.untyped_storage().nbytes()
-    if _madvise is None or tensor.device.type != "cpu" or nbytes < _HUGE_PAGES_FROM:
+    if _madvise is None or tensor.device.type != "cpu" or nbytes < HUGE_PAGES_FROM:
         return tensor
     start = tensor.untyped_storage().data_ptr()
     aligned = -(-start // _PAGE) * _PAGE  # madvise takes page-aligned ranges
@@ -163,7 +163,7 @@ def fused(
 
     if out is None:
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
-        if n * x.element_size() >= _HUGE_PAGES_FROM:
+        if n * x.element_size() >= HUGE_PAGES_FROM:
             advise_huge_pages(out)
     threshold = _threshold(p)
     scale = 0.0 if threshold == KEEP_NONE else scale  # p == 1 scales nothing

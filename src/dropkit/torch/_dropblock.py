@@ -8,6 +8,7 @@ key. The rescale is over the whole tensor, so DropBlock takes no shard.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from dropkit._validation import check_positive_int, check_probability
 from dropkit.dropblock import check_block, dropped_blocks, fitted_blocks, normal_words
-from dropkit.torch import _ops
+from dropkit.torch import _masks, _ops
 from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run
 from dropkit.torch._checks import check_input
 from dropkit.torch._function import eager
@@ -217,6 +218,7 @@ def block_layout(
     shape, dtype, device = tuple(x.shape), x.dtype, x.device
 
     def factor_of() -> tuple[Tensor, Tensor | None]:
+        _masks.follow_threads(math.prod(shape))
         if layout == "timm":
             mask_shape = (shape[0], 1 if couple_channels else shape[1], *shape[2:])
             dropped = dropped_blocks(mask_shape, p, block_size, gamma_scale, seed=seed, stream=stream)

@@ -55,8 +55,9 @@ def _bernoulli(
     """``input * keep * scale`` with the placed mask, into ``input`` when ``inplace``.
 
     An unplaced full-shape mask with Python-int randomness takes ``dropkit::dropout``, whose key is
-    numbers (eagerly written straight into ``input`` when in place); a compiled call's run-time seed
-    or counter, or a placed input, takes the keyed ops.
+    numbers (eagerly written straight into ``input`` when in place), and a smaller one the broadcast
+    kernel, keyed by numbers too; a compiled call's run-time seed or counter, or a placed input, takes
+    the keyed ops.
     """
     plain = placed.location is None and placed.mask.local_shape == tuple(input.shape)
     if plain and not isinstance(stream, Tensor) and not (seed is None and not eager_context()):
@@ -65,6 +66,8 @@ def _bernoulli(
         output = _ops.dropout_op(
             input, p, to_signed(seed), to_signed(stream), scale, 0, drawn=drawn, inplace=inplace
         )
+    elif (key := _ops.numbers_key(input, placed.location is not None, seed, stream)) is not None:
+        output = _ops.shaped_dropout(input, p, key[0], key[1], scale, placed.mask, drawn=key[2])
     else:
 
         def op(x: Tensor, key: Tensor) -> Tensor:

@@ -87,6 +87,11 @@ def gaussian_dropout(
 def _alpha(
     input: Tensor, p: float, placed: Placed, inplace: bool, seed: int | None, stream: int | Tensor
 ) -> Tensor:
+    key = None if p == 1.0 else _ops.numbers_key(input, placed.location is not None, seed, stream)
+    if key is not None:  # an eager call on an unplaced input: no key tensor
+        output = _ops.alpha_dropout(input, p, key[0], key[1], placed.mask, drawn=key[2])
+        return copy_if(inplace, input, output)
+
     def op(x: Tensor, key: Tensor) -> Tensor:
         # p == 1 gives zeros, as torch does; a = 1/sqrt(...(1 - p)) is infinite there.
         if p == 1.0:

@@ -17,9 +17,10 @@ key for backward; ``dropkit::draw_seed_`` fills a seed tensor from torch's defau
 run time, exactly as the eager path draws it, so compiled and eager runs agree.
 
 The variants' ops (``shaped_dropout``, ``gaussian_dropout``, ``drop_block2d``, ``alpha_dropout``)
-draw their mask with the NumPy reference (:mod:`dropkit.layers`, :mod:`dropkit.noise`,
-:mod:`dropkit.dropblock`) on the CPU -- it has one entry per channel, sequence or sample -- and
-apply it with torch ops on ``x``'s device.
+draw their mask on the CPU with the kernels the NumPy face uses (:mod:`dropkit.kernels`,
+:mod:`dropkit.noise`, :mod:`dropkit.dropblock`) -- one entry per channel, sequence or sample -- and
+apply it in one pass there, or with torch ops on another device (:mod:`._masks`). An eager call on an
+unplaced input takes them with ``(seed, stream)`` as numbers (:func:`numbers_key`), no key tensor.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from torch import Tensor
 from dropkit.dropblock import drop_block_keep
 from dropkit.noise import alpha_constants, gaussian_noise
 from dropkit.sharding import Shard
-from dropkit.torch import _cpu, _function, _launch
+from dropkit.torch import _cpu, _function, _launch, _masks
 from dropkit.torch._checks import to_signed, to_unsigned
 from dropkit.torch._function import MaskCall, eager
 
 __all__ = [
+    "alpha_dropout",
     "alpha_dropout_op",
     "bernoulli",
     "draw_seed_op",
@@ -47,6 +49,8 @@ __all__ = [
     "gaussian_dropout_op",
     "key_tensor",
     "mask_args",
+    "numbers_key",
+    "shaped_dropout",
     "shaped_dropout_op",
     "take_call_op",
     "unpack_key",
@@ -246,61 +250,39 @@ def key_tensor(seed: int | None, stream: int | Tensor) -> Tensor:
     return torch.stack((seed_t, stream_t))
 
 
-# --- the variants: a mask drawn on the CPU, applied with torch ops ------------------------------
-
-
-def _wide(dtype: torch.dtype) -> torch.dtype:
-    """The type products are formed in: float64 for float64 data, float32 otherwise (the contract)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _constant(value: float, wide: torch.dtype) -> float:
-    """``value`` rounded once to the compute type, as the reference rounds its constants."""
-    return float(np.float32(value)) if wide == torch.float32 else float(value)
-
-
-def _fill_dropped(out: Tensor, keep: np.ndarray, value: float) -> Tensor:
-    """Set ``out`` to ``value`` where the mask ``keep`` (same rank, 1 where it broadcasts) is False.
-
-    Only the dropped elements are written, through an index: ``masked_fill_`` visits every element
-    and ran at about a tenth of a multiply's speed on CPU. A smaller mask indexes ``out`` viewed with
-    its drawn dims first, one index entry per dropped channel, sequence or sample.
-    """
-    if keep.all():
-        return out
-    if not keep.any():
-        return out.fill_(value)
-    if keep.shape == tuple(out.shape) and out.is_contiguous():
-        out.view(-1)[torch.from_numpy(np.flatnonzero(~keep)).to(out.device)] = value
-        return out
-    drawn = [d for d in range(out.dim()) if keep.shape[d] == out.shape[d]]
-    shared = [d for d in range(out.dim()) if keep.shape[d] != out.shape[d]]
-    dropped = np.nonzero(~keep.reshape([keep.shape[d] for d in drawn]))
-    out.permute(drawn + shared)[tuple(torch.from_numpy(i).to(out.device) for i in dropped)] = value
-    return out
-
-
-def _scale_kept(x: Tensor, keep: np.ndarray, scale: float) -> Tensor:
-    """``keep ? x * scale : 0`` with ``keep`` a NumPy bool mask broadcastable to ``x`` (same rank).
-
-    The product is formed in float32 (float64 for float64 data) and rounded once to ``x``'s dtype;
-    dropped elements are set to +0, never multiplied by 0, so inf and NaN inputs give 0 there, as in
-    the reference.
-    """
-    wide = _wide(x.dtype)
-    out = _launch.new_output(x)
-    torch.mul(x.to(wide), _constant(scale, wide), out=out)
-    return _fill_dropped(out, keep, 0.0)
+# --- the variants: a mask drawn by the kernels, applied in one pass (:mod:`._masks`) ----------------
 
 
 def _mask(mask_shape: list[int], mask_global_shape: list[int], mask_offsets: list[int]) -> Shard:
     """The mask's :class:`~dropkit.sharding.Shard` an op's list arguments spell out (ops take lists)."""
-    return Shard(tuple(mask_global_shape), tuple(mask_offsets), tuple(mask_shape))
+    return _masks.shard(tuple(mask_global_shape), tuple(mask_offsets), tuple(mask_shape))
 
 
 def mask_args(mask: Shard) -> tuple[list[int], list[int], list[int]]:
     """A mask shard as the ops' ``(mask_shape, mask_global_shape, mask_offsets)`` list arguments."""
     return list(mask.local_shape), list(mask.global_shape), list(mask.offsets)
+
+
+def _masked(
+    x: Tensor, seed: int, stream: int, p: float, mask: Shard, scale: float, **affine: float
+) -> Tensor:
+    """``keep ? x * scale (+ offset) : dropped`` with ``mask``'s decisions: one kernel call where it
+    can, else the mask drawn (``Shard.keep_mask``) and applied."""
+    out = _masks.draw_and_apply(x, p, seed, stream, mask, scale, **affine)
+    if out is None:
+        out = _masks.apply_keep(x, mask.keep_mask(p, seed=seed, stream=stream), scale, **affine)
+    return out
+
+
+def _shaped(x: Tensor, seed: int, stream: int, p: float, scale: float, mask: Shard) -> Tensor:
+    """``x * keep * scale`` with ``mask``'s decisions: the fused kernel for a full-shape mask (one range,
+    or a shard's runs), else the broadcast kernel."""
+    if mask.local_shape == x.shape:
+        start = _masks.start(mask)
+        if start is not None:
+            return _dropout_impl(x, seed, stream, p, scale, start)
+        return _dropout_sharded_impl(x, seed, stream, p, scale, *mask_args(mask)[1:])
+    return _masked(x, seed, stream, p, mask, scale)
 
 
 @torch.library.custom_op("dropkit::shaped_dropout", mutates_args=())
@@ -318,11 +300,30 @@ def _shaped_dropout_custom(
 
 
 def _shaped_dropout_impl(x, seed, stream, p, scale, mask_shape, mask_global_shape, mask_offsets) -> Tensor:
-    keep = _mask(mask_shape, mask_global_shape, mask_offsets).keep_mask(p, seed=seed, stream=stream)
-    return _scale_kept(x, keep, scale)
+    return _masked(x, seed, stream, p, _mask(mask_shape, mask_global_shape, mask_offsets), scale)
 
 
 shaped_dropout_op = _eager_keyed(_shaped_dropout_custom, _shaped_dropout_impl)
+
+
+def numbers_key(
+    x: Tensor, located: bool, seed: int | None, stream: int | Tensor
+) -> tuple[int, int, bool] | None:
+    """``(seed, stream, drawn)`` as unsigned numbers for an eager call (:func:`._function.eager`) on an
+    input ``x`` that nothing places (``located`` False), drawing a fresh seed for ``seed=None``; None
+    where the keyed ops take the call (a placed input, a tracer or compiler, a tensor subclass)."""
+    if located or isinstance(stream, Tensor) or not eager(x):
+        return None
+    return (fresh_seed(), stream, True) if seed is None else (seed, stream, False)
+
+
+def shaped_dropout(
+    x: Tensor, p: float, seed: int, stream: int, scale: float, mask: Shard, *, drawn: bool = False
+) -> Tensor:
+    """``x * keep * scale`` with ``mask``'s decisions for the unsigned ``(seed, stream)`` of
+    :func:`numbers_key` (an eager call: the Function of :mod:`._function` around the kernels, no key
+    tensor); ``drawn``: the seed was drawn for this call."""
+    return _function.apply(MaskCall(_shaped, None, seed, stream, (p, scale, mask), drawn), x)
 
 
 def bernoulli(x: Tensor, key: Tensor, p: float, scale: float, mask: Shard) -> Tensor:
@@ -345,9 +346,10 @@ def _gaussian_dropout_custom(
 
 
 def _gaussian_dropout_impl(x, seed, stream, p, global_shape, offsets) -> Tensor:
-    wide = _wide(x.dtype)
+    wide = _masks.wide_of(x.dtype)
     shape = tuple(x.shape)
     sharded = {} if tuple(global_shape) == shape else {"global_shape": global_shape, "offsets": offsets}
+    _masks.follow_threads(x.numel())
     noise = torch.from_numpy(gaussian_noise(shape, p, seed=seed, stream=stream, **sharded))
     return torch.mul(x.to(wide), noise.to(wide).to(x.device), out=_launch.new_output(x))
 
@@ -361,17 +363,11 @@ def _drop_block2d_custom(
 
 
 def _drop_block2d_impl(x, seed, stream, p, block_size, gamma_scale, batchwise) -> Tensor:
-    keep = drop_block_keep(
-        tuple(x.shape),
-        p,
-        block_size=block_size,
-        gamma_scale=gamma_scale,
-        batchwise=batchwise,
-        seed=seed,
-        stream=stream,
-    )
-    kept = int(keep.sum())
-    return _scale_kept(x, keep, keep.size / kept if kept else 1.0)
+    options = {"block_size": block_size, "gamma_scale": gamma_scale, "batchwise": batchwise}
+    _masks.follow_threads(x.numel())
+    keep = drop_block_keep(tuple(x.shape), p, seed=seed, stream=stream, **options)
+    kept = int(np.count_nonzero(keep))
+    return _masks.apply_keep(x, keep, keep.size / kept if kept else 1.0)
 
 
 for _op in (_shaped_dropout_custom, _gaussian_dropout_custom, _drop_block2d_custom):
@@ -394,13 +390,13 @@ def _alpha_dropout_custom(
     return _keyed(_alpha_dropout_impl)(x, key, p, mask_shape, mask_global_shape, mask_offsets)
 
 
+def _alpha(x: Tensor, seed: int, stream: int, p: float, mask: Shard) -> Tensor:
+    a, kept_offset, dropped_value = alpha_constants(p)
+    return _masked(x, seed, stream, p, mask, a, offset=kept_offset, dropped=dropped_value)
+
+
 def _alpha_dropout_impl(x, seed, stream, p, mask_shape, mask_global_shape, mask_offsets) -> Tensor:
-    keep = _mask(mask_shape, mask_global_shape, mask_offsets).keep_mask(p, seed=seed, stream=stream)
-    wide = _wide(x.dtype)
-    a, kept_offset, dropped_value = (_constant(c, wide) for c in alpha_constants(p))
-    out = _launch.new_output(x)
-    torch.add(x.to(wide) * a, kept_offset, out=out)  # two roundings in the compute type, as the reference
-    return _fill_dropped(out, keep, dropped_value)
+    return _alpha(x, seed, stream, p, _mask(mask_shape, mask_global_shape, mask_offsets))
 
 
 _fake_like_input(_alpha_dropout_custom)
@@ -422,10 +418,21 @@ def _alpha_backward(ctx, grad: Tensor):
 _alpha_dropout_custom.register_autograd(_alpha_backward, setup_context=_alpha_setup_context)
 
 
-def _alpha_derivative(t: Tensor, seed: int, stream: int, p: float, *mask: list[int]) -> Tensor:
+def _alpha_derivative(t: Tensor, seed: int, stream: int, p: float, mask: Shard) -> Tensor:
     # dy/dx = keep * a: a Bernoulli mask with scale a, the same keep decisions.
-    key = torch.tensor([to_signed(seed), to_signed(stream)])
-    return bernoulli(t, key, p, float(alpha_constants(p)[0]), _mask(*mask))
+    a = float(alpha_constants(p)[0])
+    if not eager(t):
+        return bernoulli(t, key_tensor(seed, stream), p, a, mask)
+    call = MaskCall(_shaped, None, seed, stream, (p, a, mask), drawn=False)
+    if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+        return _function.apply(call, t)  # differentiable again: double backward
+    return call(t)
+
+
+def alpha_dropout(x: Tensor, p: float, seed: int, stream: int, mask: Shard, *, drawn: bool = False) -> Tensor:
+    """Alpha dropout with ``mask``'s decisions for the unsigned ``(seed, stream)`` of :func:`numbers_key`
+    (an eager call: the Function of :mod:`._function` around the kernels, no key tensor)."""
+    return _function.apply(MaskCall(_alpha, _alpha_derivative, seed, stream, (p, mask), drawn), x)
 
 
 def alpha_dropout_op(
@@ -437,13 +444,11 @@ def alpha_dropout_op(
     mask_offsets: list[int],
 ) -> Tensor:
     """Alpha dropout: the eager Function, else ``dropkit::alpha_dropout``."""
-    rest = (p, mask_shape, mask_global_shape, mask_offsets)
     if not eager(x):
-        return _alpha_dropout_custom(x, key, *rest)
-    call = MaskCall(
-        _alpha_dropout_impl, _alpha_derivative, *unpack_key(key), rest, getattr(key, "drawn", False)
-    )
-    return _function.apply(call, x)
+        return _alpha_dropout_custom(x, key, p, mask_shape, mask_global_shape, mask_offsets)
+    seed, stream = unpack_key(key)
+    mask = _mask(mask_shape, mask_global_shape, mask_offsets)
+    return alpha_dropout(x, p, seed, stream, mask, drawn=getattr(key, "drawn", False))
 
 
 alpha_dropout_op.custom = _alpha_dropout_custom
