@@ -107,7 +107,13 @@ def test_refused_in_place_calls_draw_and_write_nothing():
         frozen = torch.ones(8)
     with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
         dropout(frozen, P, inplace=True)  # torch's own dropout writes before it raises this
-    assert torch.equal(torch.get_rng_state(), state)
+    expanded = torch.ones(1).expand(8)  # eight elements, one memory location
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        dropout(expanded, P, inplace=True)
+    layer = Dropout(P, inplace=True, seed=1)
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        layer(expanded)
+    assert layer.calls == 0 and torch.equal(torch.get_rng_state(), state)
     assert torch.equal(leaf, torch.ones(8)) and torch.equal(frozen, torch.ones(8))
     with torch.inference_mode():
         assert dropout(frozen, P, inplace=True, seed=1) is frozen  # inside inference mode, as torch

@@ -16,6 +16,8 @@ from torch.func import grad, jacfwd, jacrev, jvp, vmap  # noqa: E402
 
 import dropkit  # noqa: E402
 from dropkit.torch import functional as F  # noqa: E402
+from dropkit.torch import timm  # noqa: E402
+from dropkit.torch import torchvision as tv  # noqa: E402
 
 
 def _mask(shape, p, seed, stream=0):
@@ -92,6 +94,9 @@ VARIANTS = {
     "alpha": lambda x: F.alpha_dropout(x, 0.3, True, seed=3),
     "feature_alpha": lambda x: F.feature_alpha_dropout(x, 0.3, True, seed=3),
     "shard": lambda x: F.dropout(x, 0.5, seed=3, global_shape=(5, 3, 4), offsets=(1, 0, 0)),
+    "drop_block2d": lambda x: F.drop_block2d(x.view(2, 3, 2, 2), 0.3, 2, seed=3).view(2, 3, 4),
+    "timm_drop_block_2d": lambda x: timm.drop_block_2d(x.view(2, 3, 2, 2), 0.3, 2, seed=3).view(2, 3, 4),
+    "torchvision_drop_block2d": lambda x: tv.drop_block2d(x.view(2, 3, 2, 2), 0.3, 2, seed=3).view(2, 3, 4),
 }
 
 

@@ -16,6 +16,7 @@ faster path (numba, Triton, PyTorch) must match bit for bit.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any
@@ -24,7 +25,15 @@ import numpy as np
 
 from dropkit._validation import UINT64_LIMIT, check_count, check_dims, check_probability, check_uint64, shown
 
-__all__ = ["keep_mask", "keep_range", "keep_threshold", "philox4x32", "random_bits", "random_range"]
+__all__ = [
+    "fast_keep_threshold",
+    "keep_mask",
+    "keep_range",
+    "keep_threshold",
+    "philox4x32",
+    "random_bits",
+    "random_range",
+]
 
 PHILOX_M0 = np.uint64(0xD2511F53)
 PHILOX_M1 = np.uint64(0xCD9E8D57)
@@ -178,6 +187,19 @@ def keep_threshold(p: float) -> int:
     (2147483648, 0, 4294967296)
     """
     return round(check_probability(p) * 2**32)  # exact in float64; round() is half-to-even
+
+
+_cached_threshold = functools.lru_cache(maxsize=64)(keep_threshold)  # layers use a few p, each on every call
+
+
+def fast_keep_threshold(p: float) -> int:
+    """:func:`keep_threshold` for the hot paths: cached for a Python float ``p`` (a cache key that
+    cannot mix ``True`` with ``1.0``), checked in full for anything else.
+
+    >>> fast_keep_threshold(0.25), fast_keep_threshold(0.25)
+    (1073741824, 1073741824)
+    """
+    return _cached_threshold(p) if type(p) is float else keep_threshold(p)
 
 
 def keep_range(p: float, seed: int, stream: int, start: int, count: int) -> np.ndarray:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from dropkit.bench import timing
 
 __all__ = ["SIZES", "add_arguments", "cases", "main", "measure", "table"]
 
@@ -130,8 +130,21 @@ def cases(size: str) -> list[Case]:
     ]
 
 
+def _microseconds(ours: Callable, theirs: Callable, x: Any, repeats: int) -> tuple[float, float]:
+    """Median µs per ``layer(x).sum().backward()`` of both layers, each call writing a fresh gradient."""
+
+    def fresh_grad() -> None:
+        x.grad = None  # no timed call adds into the gradient of the one before
+
+    layers = {"ours": ours, "theirs": theirs}
+    runs = {name: (lambda f=layer: f(x).sum().backward(), fresh_grad) for name, layer in layers.items()}
+    medians = timing.medians_ms(runs, repeats)
+    return 1e3 * medians["ours"], 1e3 * medians["theirs"]
+
+
 def measure(size: str, repeats: int, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Median microseconds per ``layer(x).sum().backward()`` for dropkit and its twin, interleaved."""
+    """Median microseconds per ``layer(x).sum().backward()`` for dropkit and its twin, in turns
+    (:func:`dropkit.bench.timing.medians_ms`)."""
     import torch
 
     rows = []
@@ -139,18 +152,7 @@ def measure(size: str, repeats: int, names: Sequence[str] | None = None) -> list
         if names is not None and name not in names:
             continue
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
-        layers = (ours_of(), theirs_of())
-        times: tuple[list[int], list[int]] = ([], [])
-        for _ in range(max(1, min(20, repeats // 10))):
-            for layer in layers:
-                layer(x).sum().backward()
-        for _ in range(repeats):
-            for layer, samples in zip(layers, times, strict=True):
-                begin = time.perf_counter_ns()
-                layer(x).sum().backward()
-                samples.append(time.perf_counter_ns() - begin)
-            x.grad = None
-        ours, theirs = (statistics.median(t) / 1e3 for t in times)
+        ours, theirs = _microseconds(ours_of(), theirs_of(), x, repeats)
         rows.append({"variant": name, "shape": list(shape), "dropkit_us": ours, "torch_us": theirs})
     return rows
 
@@ -187,7 +189,7 @@ def main(args: argparse.Namespace) -> int:
             repeats = args.repeats if args.repeats is not None else DEFAULT_REPEATS[size]
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
             rows = measure(size, repeats, args.only)
-            print(f"\n{size}: {args.threads} thread(s), {repeats} calls each, load average {load:.2f}")
+            print(f"\n{size}: {args.threads} thread(s), {repeats} samples each, load average {load:.2f}")
             print(table(rows))
     finally:
         torch.set_num_threads(threads)

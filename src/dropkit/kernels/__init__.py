@@ -34,7 +34,7 @@ import numpy as np
 from dropkit._validation import UINT64_LIMIT, check_dims, check_finite, check_float_array, check_uint64, shown
 from dropkit.kernels import reference
 from dropkit.kernels.reference import scale_kept
-from dropkit.philox import KEEP_NONE, keep_threshold
+from dropkit.philox import KEEP_NONE, fast_keep_threshold, keep_threshold
 from dropkit.philox import keep_range as _reference_keep_range
 from dropkit.philox import random_range as _reference_random_range
 
@@ -91,9 +91,6 @@ def _cpu_module() -> ModuleType | None:
 def numba_available() -> bool:
     """True when ``dropout_apply`` sends C-contiguous float32/float64 arrays to the numba kernel."""
     return USE_NUMBA and _cpu_module() is not None
-
-
-_threshold = functools.lru_cache(maxsize=64)(keep_threshold)  # layers use a few p, each on every call
 
 
 @functools.cache
@@ -270,7 +267,7 @@ def keep_range(p: float, seed: int, stream: int, start: int, count: int) -> np.n
     >>> bool((keep_range(0.5, 1, 2, 3, 1000) == reference(0.5, 1, 2, 3, 1000)).all())
     True
     """
-    threshold = _threshold(p)
+    threshold = fast_keep_threshold(p)
     seed, stream = check_uint64("seed", seed), check_uint64("stream", stream)
     start, count = check_uint64("start", start), check_uint64("count", count)
     module = variants_module() if USE_NUMBA and 0 < threshold < KEEP_NONE else None
@@ -424,7 +421,7 @@ def broadcast_dropout(
     >>> broadcast_dropout(x, 0.5, (2, 1), seed=0, stream=0, scale=2.0).tolist()
     [[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]]
     """
-    threshold = _threshold(p)
+    threshold = fast_keep_threshold(p)
     count = math.prod(mask_shape)
     module = variants_module() if USE_NUMBA and _fits_kernel(x, out) and x.size else None
     if module is None:

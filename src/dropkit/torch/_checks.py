@@ -66,6 +66,11 @@ def check_inplace(input: Tensor, inplace: bool) -> None:
             "clone to get a normal tensor before doing inplace update.See "
             "https://github.com/pytorch/rfcs/pull/17 for more details."
         )  # torch's own message, word for word
+    if any(stride == 0 and size > 1 for stride, size in zip(input.stride(), input.shape, strict=True)):
+        raise RuntimeError(
+            "unsupported operation: more than one element of the written-to tensor refers to a single "
+            "memory location. Please clone() the tensor before performing the operation."
+        )  # torch's own message (an expanded input), word for word
     if not (input.requires_grad and torch.is_grad_enabled()):
         return
     base = input._base

@@ -11,7 +11,6 @@ The hot path, :func:`fused`, hands small tensors to the kernel by address instea
 from __future__ import annotations
 
 import ctypes
-import functools
 import sys
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ import torch
 
 from dropkit import kernels
 from dropkit.kernels import dropout_apply as _numpy_dropout_apply
-from dropkit.philox import KEEP_NONE, keep_threshold
+from dropkit.philox import KEEP_NONE, fast_keep_threshold
 
 HUGE_PAGES_FROM = 1 << 22  # bytes; NumPy asks for huge pages from this size on, and so does dropkit
 _MADV_HUGEPAGE = 14  # <linux/mman.h>
@@ -130,7 +129,6 @@ def dropout_apply(
 
 _FUSED_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}  # the numba kernel's, to NumPy's
 _INT64_END, _UINT64 = 2**63, 2**64
-_threshold = functools.lru_cache(maxsize=64)(keep_threshold)  # layers use a few p, each on every call
 
 
 def fused(
@@ -165,7 +163,7 @@ def fused(
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         if n * x.element_size() >= HUGE_PAGES_FROM:
             advise_huge_pages(out)
-    threshold = _threshold(p)
+    threshold = fast_keep_threshold(p)
     scale = 0.0 if threshold == KEEP_NONE else scale  # p == 1 scales nothing
     if n <= cpu.SERIAL_MAX:
         # int64 bit patterns, inline: a call per integer would cost a tenth of a 64x64 layer's time

@@ -16,13 +16,13 @@ from torch import Tensor
 
 from dropkit._validation import check_positive_int, check_probability
 from dropkit.dropblock import check_block, dropped_blocks, fitted_blocks, normal_words
-from dropkit.torch import _masks, _ops
+from dropkit.torch import _function, _launch, _masks, _ops
 from dropkit.torch._base import Apply, Stochastic, copy_if, on_local, run
 from dropkit.torch._checks import check_input
-from dropkit.torch._function import eager
+from dropkit.torch._function import MaskCall, eager
 from dropkit.torch._placement import Location, Placed, locate, static_shape, whole
 
-__all__ = ["DropBlock2d", "block_layout", "check_peer_block", "drop_block2d", "masked", "peer_drop_block"]
+__all__ = ["DropBlock2d", "block_layout", "check_peer_block", "drop_block2d", "peer_drop_block"]
 
 
 def _drop_block(
@@ -169,31 +169,6 @@ class DropBlock2d(Stochastic):
 Factor = Callable[[], tuple[Tensor, Tensor | None]]  # () -> (multiplier, additive noise or None)
 
 
-class _Masked(torch.autograd.Function):
-    """``y = x * factor + noise`` where ``factor_of()`` rebuilds both from a key: backward calls it again
-    (``dL/dx = dL/dy * factor``) instead of saving the float mask."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, factor_of: Factor, inplace: bool) -> Tensor:
-        factor, noise = factor_of()
-        ctx.factor_of = factor_of
-        if inplace:
-            ctx.mark_dirty(x)
-            x.mul_(factor)
-            return x if noise is None else x.add_(noise)
-        y = x * factor
-        return y if noise is None else y + noise
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        return grad * ctx.factor_of()[0], None, None
-
-
-def masked(x: Tensor, factor_of: Factor, inplace: bool) -> Tensor:
-    """``x * factor (+ noise)`` with ``factor_of`` replayed in backward; into ``x`` when ``inplace``."""
-    return _Masked.apply(x, factor_of, inplace)
-
-
 def block_layout(
     x: Tensor,
     p: float,
@@ -238,6 +213,20 @@ def block_layout(
     return factor_of
 
 
+def _peer_impl(x: Tensor, seed: int, stream: int, p: float, block_size: int, layout: str, options) -> Tensor:
+    """The peers' DropBlock, ``x * factor + noise`` (:func:`block_layout`), at ``(seed, stream)``."""
+    factor, noise = block_layout(x, p, block_size, layout=layout, seed=seed, stream=stream, **options)()
+    y = x * factor
+    return y if noise is None else y + noise
+
+
+def _peer_derivative(
+    t: Tensor, seed: int, stream: int, p: float, block_size: int, layout: str, options
+) -> Tensor:
+    """Its derivative applied to ``t``: ``t * factor``, drawn again from the key (differentiable)."""
+    return t * block_layout(t, p, block_size, layout=layout, seed=seed, stream=stream, **options)()[0]
+
+
 @torch.library.custom_op("dropkit::peer_drop_block", mutates_args=())
 def _peer_drop_block_custom(
     x: Tensor,
@@ -256,24 +245,14 @@ def _peer_drop_block_custom(
     ``derivative``, ``x * factor`` (its own backward: the factor is the derivative)."""
     seed, stream = _ops.unpack_key(key)
     options = {"gamma_scale": gamma_scale, "couple_channels": couple_channels, "eps": eps}
-    factor, noise = block_layout(
-        x,
-        p,
-        block_size,
-        layout=layout,
-        scale_by_keep=scale_by_keep,
-        with_noise=with_noise,
-        seed=seed,
-        stream=stream,
-        **options,
-    )()
-    y = x * factor
-    return y if derivative or noise is None else y + noise
+    options |= {"scale_by_keep": scale_by_keep, "with_noise": with_noise}
+    rest = (p, block_size, layout, options)
+    return (_peer_derivative if derivative else _peer_impl)(x, seed, stream, *rest)
 
 
 @_peer_drop_block_custom.register_fake
 def _peer_drop_block_fake(x: Tensor, key: Tensor, *args) -> Tensor:
-    return torch.empty_like(x)
+    return _launch.empty_dense_like(x)
 
 
 def _peer_setup_context(ctx, inputs, output) -> None:
@@ -306,15 +285,17 @@ def peer_drop_block(
 ) -> Tensor:
     """The peers' DropBlock (:func:`block_layout`) at ``(seed, stream)``, ``seed=None`` drawing one.
 
-    Eagerly the Function that replays the factor in backward, into ``x`` when ``inplace``; under a
-    tracer or compiler (or with a run-time counter) ``dropkit::peer_drop_block``, which they record.
+    Eagerly the mask Function of :mod:`._function` (backward, forward AD and torch.func replay the
+    factor); under a tracer or compiler (or with a run-time counter) ``dropkit::peer_drop_block``,
+    which they record. In place, the result is copied into ``x``.
     """
     options = {"gamma_scale": gamma_scale, "couple_channels": couple_channels, "eps": eps}
     options |= {"scale_by_keep": scale_by_keep, "with_noise": with_noise}
     if eager(x) and not isinstance(stream, Tensor):
-        seed = _ops.fresh_seed() if seed is None else seed
-        factor_of = block_layout(x, p, block_size, layout=layout, seed=seed, stream=stream, **options)
-        return masked(x, factor_of, inplace)
+        drawn = seed is None
+        seed = _ops.fresh_seed() if drawn else seed
+        call = MaskCall(_peer_impl, _peer_derivative, seed, stream, (p, block_size, layout, options), drawn)
+        return copy_if(inplace, x, _function.apply(call, x))
     key = _ops.key_tensor(seed, stream)
     y = _peer_drop_block_custom(
         x, key, p, block_size, layout, gamma_scale, couple_channels, scale_by_keep, with_noise, eps, False

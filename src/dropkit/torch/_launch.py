@@ -145,6 +145,7 @@ def apply_shard(x: Tensor, p: float, seed: int, stream: int, scale: float, shard
     if x.device.type == "cpu":
 
         def write(dense: Tensor, out: Tensor) -> None:
+            _cpu.follow_torch_threads()
             _cpu.on_numpy(dense, out, lambda a, o: shard.dropout_apply(a, p, out=o, **kwargs))
 
     else:

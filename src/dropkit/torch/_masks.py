@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from dropkit import kernels
-from dropkit.philox import keep_threshold
+from dropkit.philox import fast_keep_threshold
 from dropkit.sharding import Shard
 from dropkit.torch import _cpu, _launch
 from dropkit.torch._checks import to_signed
@@ -85,7 +85,6 @@ def _fill_dropped(out: Tensor, keep: np.ndarray, value: float) -> Tensor:
 
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
-_threshold = functools.lru_cache(maxsize=64)(keep_threshold)  # layers use a few p, each on every call
 Write = Callable[[np.ndarray, "list[int] | None", np.ndarray], object]  # (x, order, out) -> None
 
 
@@ -183,7 +182,7 @@ def draw_and_apply(
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     affine = offset is not None
     constants = _constants(call.dtype, scale, offset, dropped)
-    threshold = _threshold(p)
+    threshold = fast_keep_threshold(p)
     if not call.threaded:
         call.module.broadcast_dropout_at(
             x.data_ptr(), call.n if dense else 1, out.data_ptr(), call.n, call.bases_address, call.bases.size,

@@ -270,6 +270,7 @@ def _masked(
     can, else the mask drawn (``Shard.keep_mask``) and applied."""
     out = _masks.draw_and_apply(x, p, seed, stream, mask, scale, **affine)
     if out is None:
+        _masks.follow_threads(mask.size)
         out = _masks.apply_keep(x, mask.keep_mask(p, seed=seed, stream=stream), scale, **affine)
     return out
 
