@@ -104,7 +104,11 @@ def variants_module() -> ModuleType | None:
 
 
 def threaded(size: int) -> bool:
-    """Whether a kernel call on ``size`` elements runs on numba's threads (else on the calling thread)."""
+    """Whether a kernel call on ``size`` elements runs on numba's threads (else on the calling thread).
+
+    >>> threaded(64), threaded(2**20) == numba_available()
+    (False, True)
+    """
     cpu = _cpu_module() if USE_NUMBA else None
     return cpu is not None and size > cpu.SERIAL_MAX
 
@@ -323,6 +327,13 @@ def broadcast_rows(shape: tuple[int, ...], mask_shape: tuple[int, ...]) -> tuple
     broadcasts); ``inner_drawn``: a row reads ``length`` decisions, else it shares one.
 
     Dims of size 1 drop out, and neighbouring dims that are both drawn or both shared merge.
+
+    >>> bases, length, inner_drawn = broadcast_rows((2, 3, 4), (2, 3, 1))  # channel dropout
+    >>> bases.tolist(), length, inner_drawn
+    ([0, 1, 2, 3, 4, 5], 4, False)
+    >>> bases, length, inner_drawn = broadcast_rows((2, 3, 4), (2, 1, 4))  # shared along dim 1
+    >>> bases.tolist(), length, inner_drawn
+    ([0, 0, 0, 4, 4, 4], 4, True)
     """
     if len(mask_shape) != len(shape) or any(m not in (1, n) for n, m in zip(shape, mask_shape, strict=True)):
         raise ValueError(f"the mask shape {shown(mask_shape)} does not broadcast to x's shape {shown(shape)}")

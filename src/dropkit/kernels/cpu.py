@@ -28,7 +28,9 @@ __all__ = [
     "dropout_kernel_at",
     "dropout_kernel_serial",
     "dropout_runs_kernel",
+    "philox_batch",
     "pointer_to",
+    "round_keys",
 ]
 
 _U64 = np.uint64
@@ -47,7 +49,7 @@ SERIAL_MAX = _TASK  # arrays up to one task's size run on the calling thread
 
 
 @njit(cache=True, inline="always")
-def _philox_batch(block0, calls, s0, s1, rk0, rk1, words):
+def philox_batch(block0, calls, s0, s1, rk0, rk1, words):
     """``words[4j + lane] = Philox4x32_10((block0 + j, stream), seed)[lane]`` for ``j < calls``.
 
     The blocks must share their high 32 bits (tasks guarantee it, see ``_run_task``). Holding
@@ -68,7 +70,7 @@ def _philox_batch(block0, calls, s0, s1, rk0, rk1, words):
 
 
 @njit(cache=True)
-def _round_keys(seed):
+def round_keys(seed):
     """The Philox key of each of the 10 rounds, as two uint64 arrays of 32-bit values."""
     rk0, rk1 = np.empty(_ROUNDS, np.uint64), np.empty(_ROUNDS, np.uint64)
     k0, k1 = seed & _LOW32, seed >> _SHIFT32
@@ -107,7 +109,7 @@ def _run_task(x, out, task, start, threshold, s0, s1, rk0, rk1, factor):
     while lo < task_end:
         hi = min(lo + _BATCH, task_end)
         block = (start >> _U64(2)) + _U64((lo - first) >> 2)
-        _philox_batch(block, (hi - lo + 3) >> 2, s0, s1, rk0, rk1, words)
+        philox_batch(block, (hi - lo + 3) >> 2, s0, s1, rk0, rk1, words)
         begin = max(lo, 0)
         # Slices indexed from 0 let LLVM drop numba's negative-index wraparound and vectorize.
         xs, outs, ws = x[begin:hi], out[begin:hi], words[begin - lo : hi - lo]
@@ -137,7 +139,7 @@ def dropout_kernel(
         scale: float; rounded once to ``x``'s dtype, and the product formed in that dtype.
     """
     s0, s1 = stream & _LOW32, stream >> _SHIFT32
-    rk0, rk1 = _round_keys(seed)
+    rk0, rk1 = round_keys(seed)
     factor = x.dtype.type(scale)
     for task in prange(_n_tasks(start, x.size)):
         _run_task(x, out, task, start, threshold, s0, s1, rk0, rk1, factor)
@@ -155,7 +157,7 @@ def dropout_kernel_serial(
 ) -> None:
     """:func:`dropout_kernel` on the calling thread, for arrays too small to be worth waking threads."""
     s0, s1 = stream & _LOW32, stream >> _SHIFT32
-    rk0, rk1 = _round_keys(seed)
+    rk0, rk1 = round_keys(seed)
     factor = x.dtype.type(scale)
     for task in range(_n_tasks(start, x.size)):
         _run_task(x, out, task, start, threshold, s0, s1, rk0, rk1, factor)

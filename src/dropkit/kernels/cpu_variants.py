@@ -30,7 +30,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from dropkit.kernels.cpu import _philox_batch, _round_keys, dropout_kernel_serial, pointer_to
+from dropkit.kernels.cpu import dropout_kernel_serial, philox_batch, pointer_to, round_keys
 
 __all__ = [
     "box_muller_inputs",
@@ -273,7 +273,7 @@ def _words_task(first_block, s0, s1, rk0, rk1, out, head, blocks, task):
     while lo < end:
         block = first_block + _U64(lo)
         calls = min(_CALLS - np.int64(block & _U64(_CALLS - 1)), end - lo)
-        _philox_batch(block, calls, s0, s1, rk0, rk1, out[4 * lo : 4 * (lo + calls)])
+        philox_batch(block, calls, s0, s1, rk0, rk1, out[4 * lo : 4 * (lo + calls)])
         lo += calls
 
 
@@ -282,7 +282,7 @@ def words_kernel(first_block: np.uint64, seed: np.uint64, stream: np.uint64, out
     """``out[4j + lane] = Philox4x32_10((first_block + j, stream), seed)[lane]``: the contract's words of
     ``out.size // 4`` consecutive blocks (``out``: a 1-D uint32 array, a multiple of 4 long)."""
     s0, s1 = stream & _LOW32, stream >> _SHIFT32
-    rk0, rk1 = _round_keys(seed)
+    rk0, rk1 = round_keys(seed)
     blocks = out.size // 4
     head = np.int64(first_block & _U64(_CALLS - 1))
     for task in prange((head + blocks + _WORDS_TASK - 1) // _WORDS_TASK):
@@ -293,7 +293,7 @@ def words_kernel(first_block: np.uint64, seed: np.uint64, stream: np.uint64, out
 def words_kernel_serial(first_block: np.uint64, seed: np.uint64, stream: np.uint64, out: np.ndarray) -> None:
     """:func:`words_kernel` on the calling thread."""
     s0, s1 = stream & _LOW32, stream >> _SHIFT32
-    rk0, rk1 = _round_keys(seed)
+    rk0, rk1 = round_keys(seed)
     blocks = out.size // 4
     head = np.int64(first_block & _U64(_CALLS - 1))
     for task in range((head + blocks + _WORDS_TASK - 1) // _WORDS_TASK):
