@@ -25,6 +25,7 @@ from torch import Tensor
 
 from dropkit.layers import inverted_scale
 from dropkit.sharding import Shard
+from dropkit.torch._checks import wide_of
 from dropkit.torch._cpu import follow_torch_threads
 
 __all__ = ["TILE_ELEMENTS", "backward", "forward"]
@@ -32,10 +33,6 @@ __all__ = ["TILE_ELEMENTS", "backward", "forward"]
 # Scores per tile: 1 MiB of float32. Four such tiles are alive at once in backward; at S = 4096 the tile
 # holds 64 query rows, enough for torch's matmuls to run near their peak.
 TILE_ELEMENTS = 1 << 18
-
-
-def _wide(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 class _Geometry:
@@ -113,7 +110,7 @@ def forward(
     ``lead_kv`` is ``lead`` with fewer heads (grouped); ``bias`` broadcastable to ``(*lead, L, S)``.
     """
     geometry = _Geometry(q, k, causal, global_shape, offsets)
-    wide = _wide(q.dtype)
+    wide = wide_of(q.dtype)
     out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype)
     lse = torch.empty(q.shape[:-1], dtype=wide)
     bias = None if bias is None else bias.broadcast_to((*geometry.lead, geometry.L, geometry.S))
@@ -158,7 +155,7 @@ def backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(dQ, dK, dV, dBias)`` of :func:`forward`; ``dBias`` is empty unless ``bias_grad``."""
     geometry = _Geometry(q, k, causal, global_shape, offsets)
-    wide = _wide(q.dtype)
+    wide = wide_of(q.dtype)
     dq = torch.empty(q.shape, dtype=q.dtype)
     dk, dv = _KeyGradient(k, wide), _KeyGradient(v, wide)
     full = (*geometry.lead, geometry.L, geometry.S)

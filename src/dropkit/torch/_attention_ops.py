@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from dropkit.torch import _attention_cpu, _ops
+from dropkit.torch._checks import wide_of
 
 __all__ = ["attention_backward_op", "attention_op"]
 
@@ -40,10 +41,6 @@ def _implementation(device: torch.device) -> ModuleType:
             ) from error
         raise
     return _attention_triton
-
-
-def _wide(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @torch.library.custom_op("dropkit::attention", mutates_args=())
@@ -69,7 +66,7 @@ def attention_op(
 @attention_op.register_fake
 def _attention_fake(q, k, v, bias, key, p, scale, causal, global_shape, offsets):
     out = q.new_empty((*q.shape[:-1], v.shape[-1]))
-    return out, q.new_empty(q.shape[:-1], dtype=_wide(q.dtype))
+    return out, q.new_empty(q.shape[:-1], dtype=wide_of(q.dtype))
 
 
 @torch.library.custom_op("dropkit::attention_backward", mutates_args=())

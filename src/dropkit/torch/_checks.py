@@ -22,9 +22,16 @@ __all__ = [
     "check_seed_and_stream",
     "to_signed",
     "to_unsigned",
+    "wide_of",
 ]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what every kernel takes
+
+
+def wide_of(dtype: torch.dtype) -> torch.dtype:
+    """The type products are formed in: float64 for float64 data, float32 otherwise (the contract)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
 
 _UINT64 = 2**64
 

@@ -30,9 +30,9 @@ from dropkit import kernels
 from dropkit.philox import fast_keep_threshold
 from dropkit.sharding import Shard
 from dropkit.torch import _cpu, _launch
-from dropkit.torch._checks import to_signed
+from dropkit.torch._checks import to_signed, wide_of
 
-__all__ = ["apply_keep", "draw_and_apply", "follow_threads", "shard", "start", "wide_of"]
+__all__ = ["apply_keep", "draw_and_apply", "follow_threads", "shard", "start"]
 
 
 @functools.lru_cache(maxsize=256)  # a Shard checks its geometry when made; layers see few shapes
@@ -51,11 +51,6 @@ def follow_threads(n: int) -> None:
     """Before a kernel call on ``n`` elements: if it takes numba's threads, run them on torch's count."""
     if kernels.threaded(n):
         _cpu.follow_torch_threads()
-
-
-def wide_of(dtype: torch.dtype) -> torch.dtype:
-    """The type products are formed in: float64 for float64 data, float32 otherwise (the contract)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _constant(value: float, wide: torch.dtype) -> float:

@@ -33,7 +33,7 @@ from dropkit.dropblock import drop_block_keep
 from dropkit.noise import alpha_constants, gaussian_noise
 from dropkit.sharding import Shard
 from dropkit.torch import _cpu, _function, _launch, _masks
-from dropkit.torch._checks import to_signed, to_unsigned
+from dropkit.torch._checks import to_signed, to_unsigned, wide_of
 from dropkit.torch._function import MaskCall, eager
 
 __all__ = [
@@ -347,7 +347,7 @@ def _gaussian_dropout_custom(
 
 
 def _gaussian_dropout_impl(x, seed, stream, p, global_shape, offsets) -> Tensor:
-    wide = _masks.wide_of(x.dtype)
+    wide = wide_of(x.dtype)
     shape = tuple(x.shape)
     sharded = {} if tuple(global_shape) == shape else {"global_shape": global_shape, "offsets": offsets}
     _masks.follow_threads(x.numel())
